@@ -17,6 +17,17 @@ next delimiter. Nothing here allocates per byte; ``encode_into`` writes into a c
 
 import struct
 
+try:
+    from typing import TYPE_CHECKING
+except ImportError:  # MicroPython has no typing module; annotations are never evaluated there
+    TYPE_CHECKING = False  # type: ignore[misc]
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    Buf: TypeAlias = bytes | bytearray | memoryview
+    WBuf: TypeAlias = bytearray | memoryview
+
 PROTO_MAJOR = 1
 PROTO_MINOR = 0
 VERSION_BYTE = (PROTO_MAJOR << 4) | PROTO_MINOR
@@ -51,7 +62,7 @@ class ProtocolError(Exception):
 class FrameError(ProtocolError):
     """A frame could not be decoded; ``code`` is one of the E_* constants."""
 
-    def __init__(self, code, detail=""):
+    def __init__(self, code: int, detail: str = "") -> None:
         self.code = code
         msg = _ERR_TEXT.get(code, "frame error")
         if detail:
@@ -59,7 +70,7 @@ class FrameError(ProtocolError):
         super().__init__(msg)
 
 
-def _make_table():
+def _make_table() -> tuple[int, ...]:
     tab = []
     for i in range(256):
         c = i << 8
@@ -72,7 +83,7 @@ def _make_table():
 _CRC_TABLE = _make_table()
 
 
-def crc16(data, start=0, end=-1, crc=0xFFFF):
+def crc16(data: "Buf", start: int = 0, end: int = -1, crc: int = 0xFFFF) -> int:
     """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection, no xorout).
 
     ``crc16(b"123456789") == 0x29B1``. ``end=-1`` means len(data).
@@ -85,7 +96,7 @@ def crc16(data, start=0, end=-1, crc=0xFFFF):
     return crc
 
 
-def cobs_encode_into(src, n, dst, pos):
+def cobs_encode_into(src: "Buf", n: int, dst: "WBuf", pos: int) -> int:
     """COBS-encode ``src[0:n]`` into ``dst`` at ``pos``; return the new end position."""
     code_pos = pos
     pos += 1
@@ -110,7 +121,7 @@ def cobs_encode_into(src, n, dst, pos):
     return pos
 
 
-def cobs_decode_into(src, n, dst):
+def cobs_decode_into(src: "Buf", n: int, dst: "WBuf") -> int:
     """Decode COBS ``src[0:n]`` (no delimiters) into ``dst``; return the decoded length.
 
     Raises FrameError(E_COBS) on a zero byte, a code that runs past the end, or output that
@@ -147,12 +158,14 @@ def cobs_decode_into(src, n, dst):
 class Encoder:
     """Builds frames into one preallocated buffer (no allocation per frame on the board)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._raw = bytearray(MAX_RAW)
         self.buf = bytearray(MAX_ENCODED)
         self.mv = memoryview(self.buf)
 
-    def encode(self, msg_type, seq, payload=b"", version=VERSION_BYTE):
+    def encode(
+        self, msg_type: int, seq: int, payload: "Buf" = b"", version: int = VERSION_BYTE
+    ) -> memoryview:
         """Encode one frame; return a memoryview of the wire bytes (valid until next call)."""
         n = len(payload)
         if n > MAX_PAYLOAD:
@@ -170,7 +183,7 @@ class Encoder:
         buf[pos] = 0
         return self.mv[: pos + 1]
 
-    def encode_payload_struct(self, msg_type, seq, fmt, *values):
+    def encode_payload_struct(self, msg_type: int, seq: int, fmt: str, *values: int) -> memoryview:
         """Pack ``values`` with ``fmt`` straight into the frame and encode it (board hot path)."""
         raw = self._raw
         n = struct.calcsize(fmt)
@@ -187,12 +200,14 @@ class Encoder:
         return self.mv[: pos + 1]
 
 
-def encode_frame(msg_type, seq, payload=b"", version=VERSION_BYTE):
+def encode_frame(
+    msg_type: int, seq: int, payload: "Buf" = b"", version: int = VERSION_BYTE
+) -> bytes:
     """Encode one frame and return it as new bytes (convenience for the host and tests)."""
     return bytes(Encoder().encode(msg_type, seq, payload, version))
 
 
-def decode_raw(raw, n):
+def decode_raw(raw: "Buf", n: int) -> tuple[int, int, int, int]:
     """Check CRC and split a decoded frame; return (version, type, seq, payload_len)."""
     if n == 0:
         raise FrameError(E_EMPTY)
@@ -206,7 +221,7 @@ def decode_raw(raw, n):
     return version, msg_type, seq, n - HEADER_SIZE - CRC_SIZE
 
 
-def decode_frame(frame):
+def decode_frame(frame: "Buf") -> tuple[int, int, int, bytes]:
     """Decode one frame given without or with its 0x00 delimiters.
 
     Returns (version, type, seq, payload bytes). Raises FrameError on anything malformed.
@@ -241,14 +256,14 @@ class Deframer:
     them; the receiver is already resynchronised on the delimiter that ended it.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._enc = bytearray(MAX_ENCODED)
         self._n = 0
         self._overflow = False
         self._raw = bytearray(MAX_RAW)
         self._rawmv = memoryview(self._raw)
         self.ready = False
-        self.error = None
+        self.error: FrameError | None = None
         self.errors = 0
         self.frames = 0
         self.version = 0
@@ -256,11 +271,11 @@ class Deframer:
         self.seq = 0
         self.payload = self._rawmv[HEADER_SIZE:HEADER_SIZE]
 
-    def reset(self):
+    def reset(self) -> None:
         self._n = 0
         self._overflow = False
 
-    def push(self, data, start=0):
+    def push(self, data: "Buf", start: int = 0) -> int:
         self.ready = False
         self.error = None
         enc = self._enc
@@ -284,7 +299,7 @@ class Deframer:
             return i
         return i
 
-    def _finish(self):
+    def _finish(self) -> None:
         length = self._n
         self._n = 0
         if self._overflow:
@@ -301,6 +316,6 @@ class Deframer:
         self.ready = True
         self.frames += 1
 
-    def _fail(self, err):
+    def _fail(self, err: FrameError) -> None:
         self.error = err
         self.errors += 1

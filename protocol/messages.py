@@ -12,6 +12,17 @@ import struct
 
 from .framing import PROTO_MAJOR, ProtocolError
 
+try:
+    from typing import TYPE_CHECKING
+except ImportError:  # MicroPython
+    TYPE_CHECKING = False  # type: ignore[misc]
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
+
+    from .framing import Buf
+
 # ---- message ids -------------------------------------------------------------------------
 HELLO = 0x01  # host_major, host_minor                 -> INFO
 PING = 0x02  # nonce                                   -> PONG
@@ -44,7 +55,7 @@ SCHED_DATA = 0x49
 
 # ---- layouts ------------------------------------------------------------------------------
 # fixed-part struct formats, field names, and whether a variable tail follows
-LAYOUTS = {
+LAYOUTS: "dict[int, tuple[str, tuple[str, ...]]]" = {
     HELLO: ("<BB", ("host_major", "host_minor")),
     PING: ("<I", ("nonce",)),
     STATUS_REQ: ("<", ()),
@@ -286,22 +297,22 @@ RC_WATCHDOG = 1
 RC_SOFT = 2
 RC_BROWNOUT = 3
 
-_SIZES = {}
+_SIZES: "dict[int, int]" = {}
 for _k in LAYOUTS:
     _SIZES[_k] = struct.calcsize(LAYOUTS[_k][0])
 
 
-def size(msg_type):
+def size(msg_type: int) -> int:
     """Size in bytes of the fixed part of a message's payload."""
     return _SIZES[msg_type]
 
 
-def pack(msg_type, *values):
+def pack(msg_type: int, *values: "Any") -> bytes:
     """Pack the fixed part of ``msg_type`` from positional ``values`` (tail not included)."""
     return struct.pack(LAYOUTS[msg_type][0], *values)
 
 
-def check_length(msg_type, n):
+def check_length(msg_type: int, n: int) -> int:
     """Return a NACK code (0 when fine) for a payload of ``n`` bytes of ``msg_type``."""
     lay = LAYOUTS.get(msg_type)
     if lay is None:
@@ -316,7 +327,7 @@ def check_length(msg_type, n):
     return E_LENGTH if n != need else 0
 
 
-def unpack(msg_type, payload):
+def unpack(msg_type: int, payload: "Buf") -> "tuple[Any, ...]":
     """Unpack the fixed part; return a tuple of values. Raises ProtocolError on bad length."""
     code = check_length(msg_type, len(payload))
     if code:
@@ -332,12 +343,12 @@ def unpack(msg_type, payload):
     return struct.unpack_from(LAYOUTS[msg_type][0], payload, 0)
 
 
-def tail(msg_type, payload):
+def tail(msg_type: int, payload: "Buf") -> "Buf":
     """The variable tail of INFO / SCHED_CHUNK / SCHED_DATA."""
     return payload[_SIZES[msg_type] :]
 
 
-def pack_info(values, ranges_na):
+def pack_info(values: "Iterable[Any]", ranges_na: "Iterable[int]") -> bytes:
     """INFO payload: the fixed fields in LAYOUTS order, then one i32 per range."""
     out = bytearray(struct.pack(LAYOUTS[INFO][0], *values))
     for r in ranges_na:
@@ -345,7 +356,7 @@ def pack_info(values, ranges_na):
     return bytes(out)
 
 
-def unpack_info_ranges(payload):
+def unpack_info_ranges(payload: "Buf") -> list[int]:
     """Full-scale currents (nA) listed after INFO's fixed part."""
     base = _SIZES[INFO]
     n = payload[5]
@@ -356,6 +367,6 @@ def unpack_info_ranges(payload):
     return [struct.unpack_from("<i", payload, base + 4 * i)[0] for i in range(n)]
 
 
-def compatible(major):
+def compatible(major: int) -> bool:
     """Whether a peer's protocol major version can talk to this one."""
     return major == PROTO_MAJOR

@@ -28,6 +28,19 @@ limits on Q_TIME.
 
 import struct
 
+try:
+    from typing import TYPE_CHECKING
+except ImportError:  # MicroPython
+    TYPE_CHECKING = False  # type: ignore[misc]
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    StepTuple: TypeAlias = tuple[int, int, int, int, int, int, int, int, int, int, int]
+    Limit: TypeAlias = tuple[int, int, int, int, int]
+    Header: TypeAlias = tuple[int, int, int, int, int, int, int, int]
+    Step: TypeAlias = tuple[StepTuple, list[Limit]]
+
 MAGIC = b"SICS"
 FORMAT_VERSION = 1
 
@@ -96,7 +109,7 @@ ERR_POLICY = 13
 ERR_SAFETY = 14
 ERR_RANGE = 15
 
-ERR_TEXT = {
+ERR_TEXT: "dict[int, str]" = {
     ERR_MAGIC: "not a sicell schedule (bad magic)",
     ERR_VERSION: "unsupported schedule format version",
     ERR_LENGTH: "length does not match the step and limit counts",
@@ -118,7 +131,7 @@ ERR_TEXT = {
 class ScheduleError(ValueError):
     """A schedule blob failed validation; ``step`` is -1 for the header."""
 
-    def __init__(self, code, step=-1, detail=""):
+    def __init__(self, code: int, step: int = -1, detail: str = "") -> None:
         self.code = code
         self.step = step
         msg = ERR_TEXT.get(code, "invalid schedule")
@@ -128,11 +141,11 @@ class ScheduleError(ValueError):
             msg = msg + " (" + detail + ")"
         super().__init__(msg)
 
-    def nack_detail(self):
+    def nack_detail(self) -> int:
         return ((self.step & 0xFFFF) << 8) | self.code
 
 
-def encode(header, steps):
+def encode(header: "Header", steps: "list[Step]") -> bytes:
     """Build a schedule blob.
 
     ``header`` = (policy, tick_ms, slow_tick_ms, debounce_ms, v_min_uv, v_max_uv, i_max_na,
@@ -169,7 +182,13 @@ def encode(header, steps):
     return bytes(out)
 
 
-def decode(blob, n_ranges=255, hw_v_min=-(2**31), hw_v_max=2**31 - 1, hw_i_max=2**31 - 1):
+def decode(
+    blob: "bytes | bytearray | memoryview",
+    n_ranges: int = 255,
+    hw_v_min: int = -(2**31),
+    hw_v_max: int = 2**31 - 1,
+    hw_i_max: int = 2**31 - 1,
+) -> "tuple[Header, list[Step]]":
     """Parse and validate a schedule blob against the board's capabilities.
 
     Returns (header, steps) in the shapes ``encode`` takes. Raises ScheduleError naming the step
@@ -199,7 +218,7 @@ def decode(blob, n_ranges=255, hw_v_min=-(2**31), hw_v_max=2**31 - 1, hw_i_max=2
             % (vmin, vmax, imax, hw_v_min, hw_v_max, hw_i_max),
         )
     header = (policy, tick, slow, deb, vmin, vmax, imax, tmax)
-    steps = []
+    steps: list[Step] = []
     pos = HEADER_SIZE
     for s in range(nsteps):
         if pos + STEP_SIZE > n:
@@ -220,7 +239,7 @@ def decode(blob, n_ranges=255, hw_v_min=-(2**31), hw_v_max=2**31 - 1, hw_i_max=2
             raise ScheduleError(ERR_VOLTAGE, s, "%d uV, window %d..%d uV" % (vset, vmin, vmax))
         if kind == K_LOOP and (ltgt >= s or lcnt < 1):
             raise ScheduleError(ERR_LOOP, s, "target %d, count %d" % (ltgt, lcnt))
-        limits = []
+        limits: list[Limit] = []
         for _ in range(nlim):
             if pos + LIMIT_SIZE > n:
                 raise ScheduleError(ERR_LENGTH, s, "truncated limit")

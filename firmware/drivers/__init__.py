@@ -1,0 +1,1 @@
+"""Front-end chip drivers, one module per part."""
