@@ -1,0 +1,114 @@
+"""Entry script of the emulated board.
+
+    MICROPYPATH=<this dir>:<firmware dir>:<dir holding the protocol package> \\
+    SICELL_EMU_CONFIG=<config.json> [SICELL_EMU_CTRL=<fifo>] \\
+    micropython -X heapsize=200K <this dir>/emuboot.py          (cwd = the board's flash dir)
+
+Builds the world (world.py: cell, analog front end, chips, clock), then boots the
+firmware like the RP2040 does: ``import main`` and call ``main.main()`` if it exists.
+stdout/stdin belong to the firmware (the USB CDC link); the emulator writes only
+'emu: ...' status lines to stderr.
+
+A board reset - machine.reset() / soft_reset(), watchdog expiry, a brown-out or 'reset'
+from the control channel - ends the firmware run with world.BoardReset (a BaseException,
+sticky until reboot).  emuboot then drops every module the firmware imported from
+sys.modules, runs gc.collect(), puts the MCU in its reset state (all GPIO inputs: relay
+open, no range selected; watchdog stopped; reset_cause set) and imports main again.
+The world (cell, clock, chips, calibration files in cwd) persists; RAM state does not.
+
+If main returns (or raises, or calls sys.exit) the board sits in the REPL: with a
+running watchdog virtual time runs on until it resets the board, otherwise the process
+exits (code 0 after a return / sys.exit, 1 after an uncaught exception, with the
+traceback on stderr).  Exit code 0 also for the control command 'quit', stop_after_s and
+max_boots.  Status lines on stderr:
+    emu: t=<virtual s> boot <n> cause=<NAME>
+    emu: t=<virtual s> reset cause=<NAME> (<why>)
+    emu: t=<virtual s> heap free=<bytes> alloc=<bytes>      (config heap_info)
+    emu: t=<virtual s> exit <code> (<why>)
+"""
+
+import gc
+import sys
+
+# Capture the built-in time module before the override (time.py beside this file) is
+# importable: with an empty sys.path only built-ins are found.
+_path = list(sys.path)
+sys.path[:] = []
+import time as _rt        # noqa: E402  (the built-in)
+sys.path[:] = _path
+if 'time' in sys.modules:
+    del sys.modules['time']
+
+import world              # noqa: E402
+
+W = world.install(world.World(world.load_config(), _rt))
+
+import machine            # noqa: E402,F401  (the emulator's; loaded once, kept across resets)
+import time               # noqa: E402,F401
+
+_KEEP = set(sys.modules.keys())
+_PATH = list(sys.path)
+
+
+def _drop_firmware():
+    for name in list(sys.modules.keys()):
+        if name not in _KEEP:
+            del sys.modules[name]
+    sys.path[:] = _PATH
+    gc.collect()
+
+
+def _repl_idle():
+    """main has ended: the board sits in the REPL; only the watchdog can reset it"""
+    if not W.wdt_timeout:
+        return False
+    while True:
+        W.advance(10000)
+
+
+def _exit(code, why):
+    W.log('exit %d (%s)' % (code, why))
+    try:
+        sys.stdout.flush()
+    except Exception:
+        pass
+    sys.exit(code)
+
+
+def run():
+    cause = world.PWRON_RESET
+    max_boots = int(W.cfg['max_boots'])
+    while True:
+        if max_boots and W.boots >= max_boots:
+            _exit(0, 'max_boots reached')
+        W.boot(cause)
+        W.log('boot %d cause=%s' % (W.boots, world.CAUSE_NAMES.get(cause, str(cause))))
+        if W.cfg['heap_info']:
+            W.log(W.heap_line())
+        code = 0
+        why = 'main returned'
+        try:
+            try:
+                import main
+                f = getattr(main, 'main', None)
+                if f is not None:
+                    f()
+            except (world.BoardReset, world.EmuExit):
+                raise
+            except SystemExit:
+                why = 'main called sys.exit'
+            except Exception as e:
+                sys.print_exception(e, sys.stderr)
+                code = 1
+                why = 'main raised ' + type(e).__name__
+            if not _repl_idle():
+                _exit(code, why)
+        except world.BoardReset as r:
+            cause = r.cause
+            W.log('reset cause=%s (%s)' % (world.CAUSE_NAMES.get(cause, str(cause)), r.why))
+        except world.EmuExit as e:
+            _exit(e.code, e.why)
+        _drop_firmware()
+
+
+run()
