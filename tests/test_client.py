@@ -125,7 +125,11 @@ class FakeBoard:
         self._master = master
         path = os.ttyname(slave)
         self._slave = slave  # keep it open so the master never sees a hangup
-        self._conn_write = lambda b: os.write(master, b) and None
+
+        def w(b: bytes) -> None:
+            os.write(master, b)
+
+        self._conn_write = w
         self._start(self._pty_loop)
         return path
 
