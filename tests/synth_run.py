@@ -136,7 +136,7 @@ def build_run(
     we = cat["we"]
     if noise_v > 0:
         we = we + rng.normal(0.0, noise_v, we.size)
-    m = {
+    m: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "conventions": {
             "current_sign": "positive = lithiation of the working electrode",

@@ -29,7 +29,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from .rundata import F_CV, FloatArray, RunData
+from .rundata import F_CV, F_STEP_LAST, FloatArray, RunData
 
 Kind = Literal["lith", "delith"]
 LITH: Kind = "lith"
@@ -65,6 +65,7 @@ class HalfCycle:
     t_end_s: float
     median_abs_current_a: float
     steps: tuple[int, ...]
+    complete: bool = True
 
     @property
     def capacity_ah(self) -> float:
@@ -90,7 +91,9 @@ def half_cycles(run: RunData, *, rest_current_a: float = DEFAULT_REST_CURRENT_A)
 
     A half-cycle is a sequence of non-rest samples of one current sign; a new one starts when
     the sign changes or the database cycle column changes (rests in between do not split it,
-    so GITT pulses of one sign accumulate). Capacity is the trapezoid of current over time
+    so GITT pulses of one sign accumulate). It is ``complete`` when a sample follows it in the
+    log or its last sample carries the step-last flag (a run still logging ends in an
+    incomplete one). Capacity is the trapezoid of current over time
     between consecutive samples that both belong to the half-cycle and are adjacent in the log.
     """
     n = len(run)
@@ -154,6 +157,7 @@ def half_cycles(run: RunData, *, rest_current_a: float = DEFAULT_REST_CURRENT_A)
                 t_end_s=float(t[e - 1]),
                 median_abs_current_a=float(np.median(np.abs(cur[s:e]))),
                 steps=tuple(dict.fromkeys(st.tolist())),
+                complete=bool(a[e - 1] < n - 1 or (int(run.flags[a[e - 1]]) & F_STEP_LAST) != 0),
             )
         )
     return out
@@ -524,6 +528,8 @@ def cycle_table(
     for c in sorted(by_cycle):
         parts = by_cycle[c]
         if c < 1 or not parts[LITH] or not parts[DELITH]:
+            continue
+        if not all(h.complete for h in parts[LITH] + parts[DELITH]):
             continue
         lq = 1e3 * sum(h.capacity_ah for h in parts[LITH])
         dq = 1e3 * sum(h.capacity_ah for h in parts[DELITH])
