@@ -196,6 +196,7 @@ def fade_cycles(
 def write_synthetic_run(path: str | Path, run: RunData) -> Path:
     """Write ``run`` to a new SQLite run database with the schema of ``sicell.schema``."""
     p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
     if p.exists():
         p.unlink()
     con = sqlite3.connect(str(p))

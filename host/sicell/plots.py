@@ -50,7 +50,9 @@ def _colors(n: int) -> list[tuple[float, float, float, float]]:
     from matplotlib import colormaps
 
     cmap = colormaps[_CMAP]
-    if n <= 1:
+    if n <= 0:
+        return []
+    if n == 1:
         return [cmap(0.15)]
     return [cmap(0.9 * k / (n - 1)) for k in range(n)]
 
