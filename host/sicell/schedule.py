@@ -1439,12 +1439,14 @@ class Schedule:
 
     def step_rows(self) -> list[tuple[int, str, float | None, float | None, str]]:
         """(idx, kind, current_a, voltage_v in cell volts, label) per compiled step, for the
-        store's ``steps`` table. ``voltage_v`` is the hold potential (cv, cccv) or the cutoff
-        (cc); ``label`` is "" when the step has none."""
+        store's ``steps`` table, at the wire's resolution (nA, µV). ``voltage_v`` is the hold
+        potential (cv, cccv) or the CC cutoff (cc); ``label`` is "" when the step has none.
+        Raises ``ScheduleValidationError`` when a unit cannot be resolved (missing area...)."""
         rows: list[tuple[int, str, float | None, float | None, str]] = []
         for r in self._resolve(_permissive(DEFAULT_LIMITS)):
             v = r.v_set_v if r.v_set_v is not None else r.cutoff_v
-            rows.append((r.index, r.kind, r.current_a, v, r.label))
+            i = None if r.current_a is None else a_to_na(r.current_a) / 1e9
+            rows.append((r.index, r.kind, i, None if v is None else v_to_uv(v) / 1e6, r.label))
         return rows
 
     def metadata(self) -> dict[str, Any]:
