@@ -1,0 +1,38 @@
+"""sicell emulator: the real firmware under the MicroPython unix port, behind a pseudo-terminal.
+
+``emulator/mp/`` is the MicroPython side (machine/time replacements, chip and cell models,
+``emuboot.py``); ``launcher.py`` is the CPython process that runs it and relays its USB CDC
+through a pty with optional link faults; ``control.py`` talks to a running launcher. The
+``emu://`` pyserial URL (``sicell.urlhandler.protocol_emu``) starts or attaches to launchers.
+"""
+
+from sicell.emulator.control import ControlError, EmulatorControl
+from sicell.emulator.launcher import (
+    EmulatorBusyError,
+    EmulatorConfigError,
+    EmulatorError,
+    EmulatorHandle,
+    EmulatorStartError,
+    cell_names,
+    find_emulator,
+    list_emulators,
+    run_emulator,
+    runtime_dir,
+    start_emulator,
+)
+
+__all__ = [
+    "ControlError",
+    "EmulatorBusyError",
+    "EmulatorConfigError",
+    "EmulatorControl",
+    "EmulatorError",
+    "EmulatorHandle",
+    "EmulatorStartError",
+    "cell_names",
+    "find_emulator",
+    "list_emulators",
+    "run_emulator",
+    "runtime_dir",
+    "start_emulator",
+]
