@@ -1122,13 +1122,6 @@ class Schedule:
                 "step (split the step or drop a condition)",
                 **_step_kw(st, "limit", len(lims)),
             )
-        if not lims:
-            raise _err(
-                where,
-                "has no end condition, so it would never end; expected a duration, a cutoff "
-                "(until_v), an end current, a charge, a dV/dt or a [[step.limit]]",
-                **_step_kw(st),
-            )
         if kind == "cccv" and not any(
             q in (wire.Q_ABS_I, wire.Q_TIME, wire.Q_ABS_Q) for q, *_ in lims
         ):
@@ -1136,6 +1129,13 @@ class Schedule:
                 where,
                 "the hold phase never ends; expected an end current (until_current_*), a "
                 "duration or a charge",
+                **_step_kw(st),
+            )
+        if not lims:
+            raise _err(
+                where,
+                "has no end condition, so it would never end; expected a duration, a cutoff "
+                "(until_v), an end current, a charge, a dV/dt or a [[step.limit]]",
                 **_step_kw(st),
             )
         if current_a is not None and a_to_na(current_a) == 0:
