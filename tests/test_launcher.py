@@ -1,0 +1,669 @@
+"""Emulator launcher: pty relay, host presence, link faults, control socket, registry.
+
+The board behind the pty is a stand-in MicroPython script (STANDIN) run by the real launcher
+under the unix port: it echoes stdin to stdout byte for byte and obeys the control FIFO
+(``noise on|off`` start/stop a counter stream, ``brownout N`` writes N bytes of 0xA5,
+``freeze N`` stalls, ``reset`` exits with status 1, ``quit`` exits with 0). Every launcher a
+test starts is shut down by the ``emu`` fixture.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import stat
+import subprocess
+import sys
+import termios
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sicell.emulator import control as control_mod
+from sicell.emulator import launcher
+from sicell.emulator.control import ControlError, EmulatorControl
+from sicell.emulator.launcher import (
+    EmulatorBusyError,
+    EmulatorConfigError,
+    EmulatorHandle,
+    FaultConfig,
+    FaultInjector,
+    find_emulator,
+    run_emulator,
+    stage_firmware,
+    start_emulator,
+)
+
+STANDIN = r"""
+import sys, os, select, gc, json
+import micropython
+micropython.kbd_intr(-1)
+inp = sys.stdin.buffer
+out = sys.stdout.buffer
+info = {"cwd": os.getcwd(), "path": sys.path, "heap": gc.mem_free() + gc.mem_alloc(),
+        "config": os.getenv("SICELL_EMU_CONFIG"), "ctrl": os.getenv("SICELL_EMU_CTRL")}
+with open(info["config"]) as f:
+    info["cfg"] = json.load(f)
+with open("standin_boot.json", "w") as f:
+    json.dump(info, f)
+p = select.poll()
+p.register(inp, select.POLLIN)
+ctrl = open(info["ctrl"], "rb")
+p.register(ctrl, select.POLLIN)
+n = 0
+streaming = False
+while True:
+    evs = p.poll(2 if streaming else 200)
+    for obj, ev in evs:
+        if obj is inp:
+            b = inp.read(1)
+            if not b:
+                sys.exit(0)
+            out.write(b)
+            continue
+        line = ctrl.readline().decode().strip().split()
+        sys.stderr.write("emu: t=%d.5 ctrl %s\n" % (n, " ".join(line)))
+        if not line:
+            continue
+        cmd = line[0]
+        if cmd == "noise":
+            streaming = line[1] == "on"
+        elif cmd == "brownout":
+            k = int(line[1])
+            while k > 0:
+                m = min(k, 4096)
+                out.write(b"\xa5" * m)
+                k -= m
+        elif cmd == "freeze":
+            select.poll().poll(int(line[1]))
+        elif cmd == "reset":
+            sys.exit(1)
+        elif cmd == "quit":
+            sys.exit(0)
+    if streaming and not evs:
+        n += 1
+        out.write(b"%08d\n" % n)
+"""
+
+
+# ---- helpers --------------------------------------------------------------------------------
+def open_port(path: str) -> int:
+    return os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+
+
+def read_some(fd: int, n: int, timeout: float) -> bytes:
+    """Read until ``n`` bytes arrived or ``timeout`` passed."""
+    buf = bytearray()
+    end = time.monotonic() + timeout
+    while len(buf) < n:
+        left = end - time.monotonic()
+        if left <= 0:
+            break
+        r, _, _ = select.select([fd], [], [], left)
+        if r:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                break
+            buf += chunk
+    return bytes(buf)
+
+
+def write_all(fd: int, data: bytes, timeout: float = 10.0) -> None:
+    view = memoryview(data)
+    end = time.monotonic() + timeout
+    while view:
+        _, w, _ = select.select([], [fd], [], max(0.0, end - time.monotonic()))
+        assert w, "port did not accept data"
+        n = os.write(fd, view[:4096])
+        view = view[n:]
+
+
+def wait_for(pred: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
+    end = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() >= end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def echo(fd: int, data: bytes, timeout: float = 10.0) -> bytes:
+    """Write ``data`` while reading the echo back (the pty buffers are small)."""
+    got = bytearray()
+    view = memoryview(data)
+    end = time.monotonic() + timeout
+    while len(got) < len(data) and time.monotonic() < end:
+        _, w, _ = select.select([], [fd] if view else [], [], 0)
+        if w:
+            n = os.write(fd, view[:1024])
+            view = view[n:]
+        r, _, _ = select.select([fd], [], [], 0.01)
+        if r:
+            got += os.read(fd, 65536)
+    return bytes(got)
+
+
+# ---- fixtures -------------------------------------------------------------------------------
+@pytest.fixture
+def rt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    d = tmp_path / "rt"
+    d.mkdir()
+    monkeypatch.setenv(launcher.RUNTIME_ENV, str(d))
+    return d
+
+
+@pytest.fixture
+def standin(tmp_path: Path) -> str:
+    p = tmp_path / "standin.py"
+    p.write_text(STANDIN)
+    return str(p)
+
+
+Starter = Callable[..., EmulatorHandle]
+
+
+@pytest.fixture
+def emu(rt: Path, standin: str) -> Iterator[Starter]:
+    """start_emulator on the stand-in board; every launcher is shut down afterwards."""
+    started: list[EmulatorHandle] = []
+
+    def start(cell: str = "rc", **kw: Any) -> EmulatorHandle:
+        kw.setdefault("entry", standin)
+        kw.setdefault("linger", 60)
+        kw.setdefault("timeout", 20)
+        h = start_emulator(cell, **kw)
+        started.append(h)
+        return h
+
+    yield start
+    for h in started:
+        h.shutdown(timeout=5)
+    for h in started:
+        assert not h.alive(), f"launcher {h.pid} still running"
+        if h.process is not None:
+            assert h.process.returncode is not None
+    for info in launcher.list_emulators(rt):
+        os.kill(int(info["pid"]), signal.SIGKILL)
+        pytest.fail(f"left-over emulator {info}")
+
+
+def status(h: EmulatorHandle) -> dict[str, Any]:
+    return h.control.status()
+
+
+# ---- fault injector (pure) ------------------------------------------------------------------
+def test_fault_injector_off_is_identity() -> None:
+    inj = FaultInjector("0:x")
+    inj.configure(0.0, 0.0, 0.0)
+    data = bytes(range(256)) * 10
+    assert inj.process(data) is data
+    assert not inj.active
+
+
+def test_fault_injector_is_deterministic_and_chunking_independent() -> None:
+    data = os.urandom(50_000)
+    a = FaultInjector("7:to_host")
+    a.configure(0.01, 0.01, 0.01)
+    b = FaultInjector("7:to_host")
+    b.configure(0.01, 0.01, 0.01)
+    out_a = a.process(data)
+    out_b = b"".join(b.process(data[i : i + 37]) for i in range(0, len(data), 37))
+    assert out_a == out_b
+    assert (a.dropped, a.corrupted, a.duplicated) == (b.dropped, b.corrupted, b.duplicated)
+    c = FaultInjector("8:to_host")
+    c.configure(0.01, 0.01, 0.01)
+    assert c.process(data) != out_a
+    assert len(out_a) == len(data) - a.dropped + a.duplicated
+
+
+@pytest.mark.parametrize("kind", ["drop", "corrupt", "duplicate"])
+def test_fault_injector_rates(kind: str) -> None:
+    n = 200_000
+    inj = FaultInjector("1:rates")
+    probs = {"drop": 0.0, "corrupt": 0.0, "duplicate": 0.0, kind: 0.01}
+    inj.configure(probs["drop"], probs["corrupt"], probs["duplicate"])
+    data = bytes(n)
+    out = inj.process(data)
+    count = {"drop": inj.dropped, "corrupt": inj.corrupted, "duplicate": inj.duplicated}[kind]
+    # binomial(200000, 0.01): mean 2000, sd 44.5; 5 sd bounds
+    assert 1777 <= count <= 2223
+    if kind == "drop":
+        assert len(out) == n - count
+    elif kind == "duplicate":
+        assert len(out) == n + count
+    else:
+        assert len(out) == n and sum(1 for x in out if x) == count
+
+
+def test_fault_injector_all() -> None:
+    data = bytes(range(1, 256)) * 4
+    drop = FaultInjector("s")
+    drop.configure(1.0, 0.0, 0.0)
+    assert drop.process(data) == b"" and drop.dropped == len(data)
+    cor = FaultInjector("s")
+    cor.configure(0.0, 1.0, 0.0)
+    out = cor.process(data)
+    assert len(out) == len(data) and all(x != y for x, y in zip(out, data, strict=True))
+    dup = FaultInjector("s")
+    dup.configure(0.0, 0.0, 1.0)
+    assert dup.process(b"abc") == b"aabbcc"
+
+
+def test_fault_config_validation() -> None:
+    f = FaultConfig().updated({"drop": "0.5", "direction": "to_host"})
+    assert f.drop == 0.5 and f.direction == "to_host"
+    with pytest.raises(EmulatorConfigError, match="valid faults: drop, corrupt"):
+        FaultConfig().updated({"dorp": 0.1})
+    with pytest.raises(ValueError, match="out of range"):
+        FaultConfig().updated({"drop": 1.5})
+    with pytest.raises(ValueError, match="to_board"):
+        FaultConfig().updated({"direction": "sideways"})
+    with pytest.raises(ValueError, match="must not exceed 1"):
+        FaultConfig().updated({"drop": 0.6, "corrupt": 0.6})
+
+
+# ---- staging and options --------------------------------------------------------------------
+def test_stage_layout(tmp_path: Path) -> None:
+    emu_dir, fw = stage_firmware(tmp_path / "stage")
+    assert (emu_dir / "emuboot.py").exists() and (emu_dir / "machine.py").exists()
+    assert (fw / "protocol" / "__init__.py").exists()
+    assert (fw / "protocol" / "framing.py").exists()
+    src = launcher.firmware_dir()
+    for p in src.glob("*.py"):
+        assert (fw / p.name).read_bytes() == p.read_bytes()
+    assert not list((tmp_path / "stage").rglob("__pycache__"))
+
+
+def test_bad_cell_name_lists_valid_ones(rt: Path) -> None:
+    with pytest.raises(ValueError) as ei:
+        start_emulator("porous-medium")
+    msg = str(ei.value)
+    assert "'porous-medium'" in msg
+    for name in ("rc", "resistor", "thin-porous", "thick-dense"):
+        assert name in msg
+    lines: list[str] = []
+    assert run_emulator("nope", print_fn=lines.append) == launcher.EXIT_CONFIG
+    assert "nope" in lines[0] and "thin-porous" in lines[0]
+    assert launcher.canonical_cell("porous-thick") == "thick-porous"
+
+
+def test_bad_board_id(rt: Path) -> None:
+    with pytest.raises(EmulatorConfigError, match="bad board id"):
+        start_emulator("rc", board="../etc")
+
+
+# ---- relay ----------------------------------------------------------------------------------
+def test_relay_moves_bytes_unchanged_both_ways(emu: Starter) -> None:
+    h = emu("rc", board="r1")
+    fd = open_port(h.pty)
+    try:
+        lflag = termios.tcgetattr(fd)[3]
+        assert not lflag & (termios.ICANON | termios.ECHO | termios.ISIG), "pty not raw"
+        data = bytes(range(256)) * 64  # every byte value, 0x00 and 0x03 included
+        got = echo(fd, data)
+        assert got == data
+        st = status(h)
+        assert st["host_attached"] is True
+        assert st["bytes_to_board"] == len(data)
+        assert st["bytes_to_host"] == len(data)
+        assert st["bytes_dropped"] == 0
+    finally:
+        os.close(fd)
+
+
+def test_board_sees_config_heap_path_and_flash_dir(emu: Starter, tmp_path: Path) -> None:
+    flash = tmp_path / "flash-b2"
+    h = emu("thin-porous", seed=5, board="b2", flash_dir=str(flash), noise=False)
+    boot = wait_for(lambda: (flash / "standin_boot.json").exists() and flash, what="boot file")
+    info = json.loads((boot / "standin_boot.json").read_text())
+    assert Path(info["cwd"]).resolve() == flash.resolve()
+    assert 190_000 <= info["heap"] <= 210_000  # -X heapsize=200K
+    first = Path(info["path"][1])  # [0] is the script's own directory
+    assert (first / "machine.py").exists() and (first / "time.py").exists()
+    assert (Path(info["path"][2]) / "protocol" / "framing.py").exists()
+    assert info["cfg"]["cell"] == "thin-porous"
+    assert info["cfg"]["seed"] == 5 and info["cfg"]["noise"] is False
+    assert info["ctrl"] == h.info["fifo"]
+    assert stat.S_ISFIFO(os.stat(info["ctrl"]).st_mode)
+
+
+def test_drop_all(emu: Starter) -> None:
+    h = emu("rc", board="d1")
+    fd = open_port(h.pty)
+    try:
+        assert echo(fd, b"ping") == b"ping"
+        h.control.faults(drop=1.0)
+        write_all(fd, b"x" * 2000)
+        h.control.brownout(1000)  # the stand-in writes 1000 bytes
+        assert read_some(fd, 1, 0.5) == b""
+        st = wait_for(
+            lambda: (s := status(h))["counters"]["from_board"] >= 1004 and s, what="board output"
+        )
+        assert st["counters"]["dropped_fault_to_board"] == 2000
+        assert st["counters"]["dropped_fault_to_host"] == 1000
+        assert st["bytes_dropped"] == 3000
+        h.control.clear_faults()
+        assert echo(fd, b"back") == b"back"
+    finally:
+        os.close(fd)
+
+
+def test_drop_one_percent_statistics(emu: Starter) -> None:
+    h = emu("rc", board="d2", seed=7, faults={"drop": 0.01, "direction": "to_host"})
+    n = 100_000
+    fd = open_port(h.pty)
+    try:
+        wait_for(lambda: status(h)["host_attached"], what="attach")
+        h.control.brownout(n)
+        got = bytearray()
+        end = time.monotonic() + 20
+        while time.monotonic() < end:
+            got += read_some(fd, n, 0.3)
+            st = status(h)
+            if st["counters"]["from_board"] >= n and not st["bytes_pending_to_host"]:
+                got += read_some(fd, n, 0.2)
+                break
+        assert set(got) == {0xA5}
+        dropped = n - len(got)
+        # binomial(100000, 0.01): mean 1000, sd 31.5
+        assert 840 <= dropped <= 1160
+        assert dropped == status(h)["counters"]["dropped_fault_to_host"]
+    finally:
+        os.close(fd)
+
+
+def test_delay(emu: Starter) -> None:
+    h = emu("rc", board="dl", faults={"delay_ms": 150})
+    fd = open_port(h.pty)
+    try:
+        wait_for(lambda: status(h)["host_attached"], what="attach")
+        t0 = time.monotonic()
+        assert echo(fd, b"hello") == b"hello"
+        assert time.monotonic() - t0 >= 0.28  # 150 ms each way
+        h.control.faults(delay_ms=0)
+        t0 = time.monotonic()
+        assert echo(fd, b"again") == b"again"
+        assert time.monotonic() - t0 < 0.25
+    finally:
+        os.close(fd)
+
+
+def test_reattach_gets_new_data_and_detached_output_is_discarded(emu: Starter) -> None:
+    h = emu("rc", board="ra")
+    fd = open_port(h.pty)
+    wait_for(lambda: status(h)["host_attached"], what="attach")
+    h.control.noise(True)  # the stand-in streams numbered lines
+    first = read_some(fd, 200, 5)
+    os.close(fd)  # the host goes away (a real board keeps running)
+    last_seen = int(first.split(b"\n")[-2])
+    wait_for(lambda: not status(h)["host_attached"], what="detach")
+    time.sleep(0.4)
+    mid = status(h)
+    assert mid["counters"]["discarded_detached"] > 0
+    fd = open_port(h.pty)  # a new host
+    try:
+        data = read_some(fd, 100, 5)
+        lines = data.split(b"\n")[1:-1]  # the first may be cut
+        assert lines, data
+        # nothing written while detached was delivered late: the numbers jump
+        assert int(lines[0]) > last_seen + 20
+        assert [int(x) for x in lines] == list(range(int(lines[0]), int(lines[0]) + len(lines)))
+        assert status(h)["host_sessions"] == 2
+    finally:
+        h.control.noise(False)
+        os.close(fd)
+
+
+def test_host_slower_than_board_loses_nothing(emu: Starter) -> None:
+    h = emu("rc", board="bp")
+    n = 400_000
+    fd = open_port(h.pty)
+    try:
+        wait_for(lambda: status(h)["host_attached"], what="attach")
+        h.control.brownout(n)  # far more than the relay may buffer
+        time.sleep(0.5)  # the host does not read
+        st = status(h)
+        assert st["bytes_pending_to_host"] <= launcher.PENDING_LIMIT + 65536
+        assert st["counters"]["from_board"] < n  # the board is back-pressured
+        got = read_some(fd, n, 20)
+        assert len(got) == n and set(got) == {0xA5}
+        assert status(h)["bytes_dropped"] == 0
+    finally:
+        os.close(fd)
+
+
+# ---- lifetime and registry ------------------------------------------------------------------
+def test_registry_appears_and_disappears(emu: Starter, rt: Path) -> None:
+    h = emu("rc", board="reg")
+    path = rt / "reg.json"
+    info = json.loads(path.read_text())
+    for key in ("pid", "pty", "control", "flash_dir", "cell", "board", "link", "fifo", "log"):
+        assert key in info
+    assert info["pid"] == h.pid and info["cell"] == "rc"
+    assert stat.S_ISCHR(os.stat(info["pty"]).st_mode)
+    assert os.path.realpath(info["link"]) == info["pty"]
+    assert find_emulator("reg") == info
+    board_pid = status(h)["board_pid"]
+    h.shutdown()
+    assert not path.exists()
+    assert not Path(info["control"]).exists()
+    assert not Path(info["fifo"]).exists()
+    assert not os.path.lexists(info["link"])
+    assert find_emulator("reg") is None
+    assert not launcher._pid_alive(board_pid)
+
+
+def test_stale_registry_entry_is_ignored_and_removed(rt: Path) -> None:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    entry = {"board": "old", "pid": p.pid, "pty": "/dev/pts/999", "control": str(rt / "x.sock")}
+    (rt / "old.json").write_text(json.dumps(entry))
+    assert find_emulator("old") is None
+    assert not (rt / "old.json").exists()
+
+
+def test_launcher_outlives_the_host_process_that_started_it(rt: Path, standin: str) -> None:
+    code = (
+        "import os, sys\n"
+        "from sicell.emulator import start_emulator\n"
+        f"h = start_emulator('rc', board='orphan', entry={standin!r}, linger=60)\n"
+        "print(h.pid, flush=True)\n"
+        "os._exit(0)\n"  # the host dies without cleaning up
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    pid = int(out.stdout.split()[0])
+    try:
+        info = wait_for(lambda: find_emulator("orphan"), what="registry")
+        assert info["pid"] == pid
+        fd = open_port(str(info["pty"]))
+        try:
+            assert echo(fd, b"still here") == b"still here"
+        finally:
+            os.close(fd)
+    finally:
+        EmulatorHandle(find_emulator("orphan") or {"board": "orphan", "pid": pid}).shutdown()
+    assert not launcher._pid_alive(pid)
+    assert not (rt / "orphan.json").exists()
+
+
+def test_sigterm_stops_and_cleans_up(emu: Starter, rt: Path) -> None:
+    h = emu("rc", board="term")
+    board_pid = status(h)["board_pid"]
+    os.kill(h.pid, signal.SIGTERM)
+    assert h.wait(10)
+    assert h.process is not None and h.process.returncode == 0
+    assert not (rt / "term.json").exists()
+    wait_for(lambda: not launcher._pid_alive(board_pid), what="board process exit")
+
+
+def test_linger_without_host(emu: Starter, rt: Path) -> None:
+    h = emu("rc", board="ling", linger=1.0)
+    fd = open_port(h.pty)
+    time.sleep(1.5)  # attached: stays
+    assert h.alive()
+    os.close(fd)
+    assert h.wait(5), "launcher did not exit after linger with no host"
+    assert not (rt / "ling.json").exists()
+
+
+def test_second_launcher_for_same_board_is_refused(emu: Starter, standin: str) -> None:
+    h = emu("rc", board="dup")
+    with pytest.raises(EmulatorBusyError):
+        start_emulator("rc", board="dup", entry=standin, attach=False)
+    again = start_emulator("rc", board="dup", entry=standin)  # attach
+    assert again.pid == h.pid and not again.started
+    with pytest.raises(EmulatorConfigError, match="already running"):
+        start_emulator("resistor", board="dup", entry=standin)
+    lines: list[str] = []
+    assert run_emulator("rc", board="dup", entry=standin, print_fn=lines.append) == 3
+    assert "already has an emulator" in lines[-1]
+
+
+def test_run_emulator_foreground(rt: Path, standin: str) -> None:
+    lines: list[str] = []
+    rc: list[int] = []
+    t = threading.Thread(
+        target=lambda: rc.append(
+            run_emulator("rc", board="fg", entry=standin, linger=30, print_fn=lines.append)
+        )
+    )
+    t.start()
+    try:
+        info = wait_for(lambda: find_emulator("fg"), what="registry")
+        text = "\n".join(lines)
+        assert str(info["pty"]) in text and "--port" in text and "emu://rc" in text
+        fd = open_port(str(info["pty"]))
+        try:
+            assert echo(fd, b"fg") == b"fg"
+        finally:
+            os.close(fd)
+        EmulatorControl(str(info["control"])).shutdown()
+    finally:
+        t.join(10)
+    assert rc == [0]
+    assert find_emulator("fg") is None
+
+
+# ---- control channel ------------------------------------------------------------------------
+def test_control_commands(emu: Starter) -> None:
+    h = emu("rc", board="ctl")
+    c = h.control
+    assert c.ping()
+    st = c.status()
+    for key in ("pid", "pty", "bytes_to_host", "bytes_dropped", "host_attached", "uptime_s"):
+        assert key in st
+    assert st["pid"] == h.pid and st["pty"] == h.info["pty"]
+    with pytest.raises(ControlError, match="unknown command"):
+        c.request("explode")
+    with pytest.raises(ControlError, match="out of range"):
+        c.faults(drop=2.0)
+    assert c.faults(corrupt=0.5, direction="to_board")["corrupt"] == 0.5
+    assert c.faults(drop=0.1)["corrupt"] == 0.5  # fields left out keep their value
+    c.clear_faults()
+    c.linger(123)
+    assert c.status()["linger"] == 123
+    # board faults reach the FIFO (the stand-in logs them with a virtual time)
+    c.freeze(50)
+    c.noise(False)
+    log = Path(h.info["log"])
+    wait_for(lambda: "ctrl freeze 50" in log.read_text(), what="freeze in board log")
+    wait_for(lambda: "ctrl noise off" in log.read_text(), what="noise in board log")
+    assert c.status()["vtime_s"] is not None
+    # a raw JSON line that is not an object
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(h.info["control"])
+        s.sendall(b"[1, 2]\n")
+        reply = json.loads(s.makefile().readline())
+    assert reply["ok"] is False and "cmd" in reply["error"]
+
+
+def test_reset_restarts_crashed_board(emu: Starter) -> None:
+    h = emu("rc", board="rst")
+    old = status(h)["board_pid"]
+    h.control.reset()  # the stand-in exits with status 1: the launcher power-cycles it
+    st = wait_for(lambda: (s := status(h))["restarts"] == 1 and s["board_pid"] and s, 10, "restart")
+    assert st["last_exit"] == 1 and st["board_pid"] != old
+    fd = open_port(h.pty)
+    try:
+        assert echo(fd, b"after reset") == b"after reset"
+    finally:
+        os.close(fd)
+
+
+def test_unplug_drop_mode(emu: Starter) -> None:
+    h = emu("rc", board="upd")
+    fd = open_port(h.pty)
+    try:
+        assert echo(fd, b"a") == b"a"
+        h.control.unplug(0.6)
+        write_all(fd, b"lost")  # the port stays open; writes vanish
+        h.control.brownout(100)
+        assert read_some(fd, 1, 0.3) == b""
+        assert status(h)["unplug_mode"] == "drop"
+        time.sleep(0.4)
+        assert echo(fd, b"back") == b"back"
+        assert status(h)["counters"]["dropped_unplug"] >= 104
+    finally:
+        os.close(fd)
+
+
+def test_unplug_hangup_mode(emu: Starter) -> None:
+    h = emu("rc", board="uph")
+    old_pty = h.pty
+    fd = open_port(old_pty)
+    try:
+        assert echo(fd, b"a") == b"a"
+        h.control.unplug(0.5, mode="hangup")
+        r, _, _ = select.select([fd], [], [], 2)
+        assert r
+        assert os.read(fd, 10) == b""  # hang-up: end of file, like an unplugged ACM device
+        with pytest.raises(OSError):
+            os.write(fd, b"x")
+        assert h.refresh()["pty"] is None
+        new_pty = wait_for(lambda: h.refresh()["pty"], 5, "replug")
+    finally:
+        os.close(fd)
+    assert new_pty != old_pty
+    assert os.path.realpath(h.info["link"]) == new_pty
+    fd = open_port(new_pty)
+    try:
+        assert echo(fd, b"new port") == b"new port"
+    finally:
+        os.close(fd)
+
+
+def test_control_client_unreachable(tmp_path: Path) -> None:
+    c = control_mod.EmulatorControl(str(tmp_path / "none.sock"), timeout=0.5)
+    assert not c.ping()
+    with pytest.raises(ControlError, match="not reachable"):
+        c.status()
+
+
+def test_cli_list_and_stop(emu: Starter) -> None:
+    h = emu("rc", board="cli")
+    out = subprocess.run(
+        [sys.executable, "-m", "sicell.emulator", "--list"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert "cli" in out.stdout and str(h.pid) in out.stdout
+    subprocess.run(
+        [sys.executable, "-m", "sicell.emulator", "--stop", "cli"], timeout=30, check=True
+    )
+    assert h.wait(10)
