@@ -311,6 +311,23 @@ def test_peak_positions_and_drift(tmp_path: Path) -> None:
     assert d.separation_mv == pytest.approx(2 * expected_mv, abs=1.0)
 
 
+def test_peak_drift_robust_to_noise() -> None:
+    """0.5 mV of noise on 400 points per step: the drift still comes out within 3 mV."""
+    dr = 3.0
+    run = build_run(
+        fade_cycles(81, r_ohm=100.0, r_growth_ohm=dr),
+        hysteresis_v=0.1,
+        noise_v=5e-4,
+        points_per_step=400,
+        seed=3,
+    )
+    d = an.peak_drift(an.peak_table(run, [1, 21, 41, 61, 81]))
+    assert d is not None and d.lith_mv is not None and d.delith_mv is not None
+    expected_mv = 1e3 * I_CC * dr * 80
+    assert d.lith_mv == pytest.approx(-expected_mv, abs=3.0)
+    assert d.delith_mv == pytest.approx(expected_mv, abs=3.0)
+
+
 def test_default_dqdv_cycles() -> None:
     assert an.default_dqdv_cycles(range(1, 101)) == [20, 40, 60, 80, 100]
     assert an.default_dqdv_cycles(range(1, 65)) == [20, 40, 60]

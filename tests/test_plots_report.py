@@ -175,3 +175,16 @@ def test_write_report(cycling: RunData, rate_run: RunData, tmp_path: Path) -> No
 def test_write_report_needs_runs(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         report.write_report([], tmp_path)
+
+
+def test_write_report_sparse_runs(tmp_path: Path) -> None:
+    """An empty run and a run without normalisation metadata still give a page."""
+    empty = write_synthetic_run(tmp_path / "empty.db", RunData.from_arrays([], [], []))
+    bare_meta = {"area_cm2": None, "mass_mg": None, "thickness_um": None, "cell": "bare"}
+    bare = write_synthetic_run(tmp_path / "bare.db", build_run(fade_cycles(3), meta=bare_meta))
+    html_path = report.write_report([empty, bare], tmp_path / "out")
+    text = html_path.read_text(encoding="utf-8")
+    assert "bare" in text and "mAh" in text
+    p = _Collector()
+    p.feed(text)
+    assert p.errors == [] and all(_is_png(tmp_path / "out" / s) for s in p.imgs)

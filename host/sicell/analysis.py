@@ -805,10 +805,37 @@ def _parabolic_vertex(x: FloatArray, y: FloatArray, i: int) -> tuple[float, floa
     return float(xs[1] + dx), float(a * dx * dx + b * dx + c)
 
 
-def main_peak(curve: DqdvCurve) -> tuple[float, float] | None:
+def _fit_vertex(x: FloatArray, y: FloatArray, i: int, level: float) -> tuple[float, float]:
+    """Refine the extremum at ``i`` from the contiguous points around it whose magnitude is at
+    least ``level`` × the extremum's: a Gaussian fitted by weighted least squares to
+    ln|y| (a parabola, weights y², Guo's method), which uses the whole peak top and so is
+    robust to point-to-point noise. Falls back to the three-point parabola when fewer than five
+    points qualify or the fit has no maximum inside the region."""
+    s = y if y[i] > 0 else -y  # > 0 on the peak's side
+    thr = level * s[i]
+    lo = i
+    while lo > 0 and s[lo - 1] >= thr:
+        lo -= 1
+    hi = i
+    while hi < s.size - 1 and s[hi + 1] >= thr:
+        hi += 1
+    if hi - lo + 1 >= 5:
+        xs = x[lo : hi + 1] - x[i]
+        ys = s[lo : hi + 1]
+        a, b, c = np.polyfit(xs, np.log(ys), 2, w=ys)  # polyfit weights multiply residuals
+        if a < 0:
+            dx = -b / (2 * a)
+            if min(xs[0], xs[-1]) <= dx <= max(xs[0], xs[-1]):
+                height = float(np.exp(a * dx * dx + b * dx + c))
+                return float(x[i] + dx), height if y[i] > 0 else -height
+    return _parabolic_vertex(x, y, i)
+
+
+def main_peak(curve: DqdvCurve, *, fit_level: float = 0.5) -> tuple[float, float] | None:
     """(potential V, height) of the largest interior extremum of |dQ/dV| with the half-cycle's
-    sign (minimum for lithiation, maximum for delithiation), refined by a parabola; None when
-    the curve has no interior extremum."""
+    sign (minimum for lithiation, maximum for delithiation), refined by a Gaussian fit over the
+    peak's top (points above ``fit_level`` × its height; 0 → three-point parabola only);
+    None when the curve has no interior extremum."""
     x, y = curve.potential_v, curve.dqdv
     if y.size < 3:
         return None
@@ -817,7 +844,9 @@ def main_peak(curve: DqdvCurve) -> tuple[float, float] | None:
     if interior.size == 0:
         return None
     i = int(interior[np.argmax(s[interior])])
-    return _parabolic_vertex(x, y, i)
+    if not 0 < fit_level < 1:
+        return _parabolic_vertex(x, y, i)
+    return _fit_vertex(x, y, i, fit_level)
 
 
 @dataclass(frozen=True)
