@@ -32,12 +32,16 @@ def main():
     if MODE == "sleep":
         import utime  # the built-in clock: wall time
 
+        W.analog.set_switches(1 << 2, True)  # the bench drives the cell directly: 1 mA range
+        W.analog.set_dac(3.3 * 2253 / 4096, 3.3)  # ~ +0.1 mA
         w0 = utime.ticks_us()
         t0 = time.ticks_ms()
         time.sleep(3600)
+        v = W.cell_voltage()  # the cell is integrated over the hour (1 s steps)
         say(
             slept_ms=time.ticks_diff(time.ticks_ms(), t0),
             wall_us=utime.ticks_diff(utime.ticks_us(), w0),
+            v=v,
         )
         return
     say(boot_state=state())

@@ -250,8 +250,18 @@ class ADC:
 
 
 def unique_id():
-    import binascii
-    return binascii.unhexlify(_W.cfg['board_id'])
+    """8 bytes: board_id when it is 16 hex digits, else an FNV-1a hash of it"""
+    bid = str(_W.cfg['board_id'])
+    if len(bid) == 16:
+        try:
+            import binascii
+            return binascii.unhexlify(bid)
+        except ValueError:
+            pass
+    h = 0xCBF29CE484222325
+    for c in bid.encode():
+        h = ((h ^ c) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return bytes((h >> (8 * k)) & 0xFF for k in range(8))
 
 
 def freq(hz=None):

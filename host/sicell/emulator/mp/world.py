@@ -14,7 +14,8 @@ Configuration: a JSON file whose path is in env var SICELL_EMU_CONFIG (all keys 
     cell            cell model name for cells.make_cell ('rc')
     cell_overrides  dict of keyword overrides for the cell model ({})
     seed            seed of every deterministic error and of the noise (0)
-    board_id        hex string, machine.unique_id() (16 hex digits derived from seed)
+    board_id        machine.unique_id(): 16 hex digits = those 8 bytes, any other string is
+                    hashed to 8 bytes (default: env SICELL_EMU_BOARD, else hex from seed)
     realtime        pace virtual time to the wall clock (false)
     noise           Gaussian ADC noise on/off (true)
     max_dt_s        largest cell integration step (1.0)
@@ -109,6 +110,8 @@ def load_config(path=None):
             user = json.load(f)
         for k in user:
             cfg[k] = user[k]
+    if not cfg['board_id']:
+        cfg['board_id'] = os.getenv('SICELL_EMU_BOARD')
     if not cfg['board_id']:
         cfg['board_id'] = '%016x' % ((0xE661_4104_0000_0000 + cfg['seed']) & 0xFFFFFFFFFFFFFFFF)
     return cfg
