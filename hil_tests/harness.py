@@ -1,0 +1,417 @@
+"""What the HIL tests share: schedules as TOML text, running them through the real host session
+into a run database, reading that database back, and the zero-loss / zero-duplicate check.
+
+Nothing here talks to firmware objects: a test drives the system exactly as a user does (a
+schedule file, ``RunSession`` or the ``sicell`` command, a port, a run database).
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sicell.protocol import messages as M
+
+# ---- schedules as TOML text -------------------------------------------------------------------
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise ValueError(f"not a TOML number: {v}")
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, Mapping):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} as TOML")
+
+
+def _table(name: str, d: Mapping[str, Any]) -> list[str]:
+    return [f"[{name}]", *(f"{k} = {_toml_value(v)}" for k, v in d.items()), ""]
+
+
+@dataclass
+class Plan:
+    """A schedule in the TOML vocabulary of ``sicell.schedule`` (potentials in cell volts)."""
+
+    name: str
+    steps: list[dict[str, Any]]
+    v_min: float = -1.5
+    v_max: float = 1.5
+    i_max_ma: float = 10.0
+    debounce_s: float = 0.1
+    tick_ms: int = 20
+    slow_tick_ms: int = 20
+    dt_s: float = 0.5
+    dv_mv: float = 5.0
+    di_ua: float = 0.0
+    host_loss: str = "decimate"
+    cell: str = "rc dummy"
+
+    def toml(self) -> str:
+        out = [f"name = {_toml_value(self.name)}", 'vs = "cell"', ""]
+        out += _table("cell", {"name": self.cell})
+        out += _table("reference", {"electrode": "none", "offset_v": 0.0})
+        out += _table(
+            "safety",
+            {
+                "v_min": self.v_min,
+                "v_max": self.v_max,
+                "i_max_ma": self.i_max_ma,
+                "debounce_s": self.debounce_s,
+            },
+        )
+        out += _table(
+            "control",
+            {
+                "tick_ms": self.tick_ms,
+                "slow_tick_ms": self.slow_tick_ms,
+                "host_loss": self.host_loss,
+            },
+        )
+        out += _table("recording", {"dt_s": self.dt_s, "dv_mv": self.dv_mv, "di_ua": self.di_ua})
+        for st in self.steps:
+            out += ["[[step]]", *(f"{k} = {_toml_value(v)}" for k, v in st.items()), ""]
+        return "\n".join(out)
+
+    def schedule(self) -> Any:
+        from sicell.schedule import parse_schedule
+
+        return parse_schedule(self.toml(), source=f"<hil:{self.name}>")
+
+
+# ---- the run database, read back --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sample:
+    seq: int
+    t_s: float
+    v: float
+    i: float
+    q_ah: float
+    step: int
+    cycle: int
+    range: int
+    flags: int
+
+
+@dataclass(frozen=True)
+class Ev:
+    seq: int
+    t_s: float
+    code: int
+    name: str
+    step: int
+    cycle: int
+    value: int
+    aux: int
+
+
+@dataclass
+class RunDb:
+    path: Path
+    samples: list[Sample]
+    events: list[Ev]
+    meta: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunDb:
+        import json
+
+        p = Path(path)
+        con = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+        try:
+            samples = [
+                Sample(*row)
+                for row in con.execute(
+                    "SELECT seq, t_s, voltage_v, current_a, charge_ah, step, cycle, range, flags "
+                    "FROM samples ORDER BY seq"
+                )
+            ]
+            events = [
+                Ev(*row)
+                for row in con.execute(
+                    "SELECT seq, t_s, code, name, step, cycle, value, aux FROM events ORDER BY seq"
+                )
+            ]
+            meta: dict[str, Any] = {}
+            for k, v in con.execute("SELECT key, value FROM meta"):
+                try:
+                    meta[str(k)] = json.loads(v)
+                except ValueError:
+                    meta[str(k)] = v
+        finally:
+            con.close()
+        return cls(p, samples, events, meta)
+
+    def events_of(self, code: int) -> list[Ev]:
+        return [e for e in self.events if e.code == code]
+
+    def step_samples(self, step: int) -> list[Sample]:
+        return [s for s in self.samples if s.step == step]
+
+    def step_end(self, step: int) -> Ev | None:
+        for e in self.events:
+            if e.code == M.EV_STEP_END and e.step == step:
+                return e
+        return None
+
+    @property
+    def run_end(self) -> Ev | None:
+        ends = self.events_of(M.EV_RUN_END)
+        return ends[-1] if ends else None
+
+
+def count_rows(path: str | Path) -> int:
+    """Samples + events stored so far (0 when the database does not exist yet)."""
+    p = Path(path)
+    if not p.exists():
+        return 0
+    try:
+        con = sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=1.0)
+        try:
+            n = con.execute(
+                "SELECT (SELECT COUNT(*) FROM samples) + (SELECT COUNT(*) FROM events)"
+            ).fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0
+    return int(n)
+
+
+# ---- zero lost, zero duplicated -------------------------------------------------------------
+
+
+@dataclass
+class SeqReport:
+    """Every seq of the run accounted for: stored once, or dropped by the decimate policy."""
+
+    first: int
+    last: int
+    stored: int
+    in_both_tables: list[int]
+    missing: list[int]
+    decimated: int  # records the board says it decimated (EV_DECIMATED)
+    gap_flags: int  # samples carrying F_GAP
+    holes: list[tuple[int, int]]  # runs of missing seqs
+    holes_without_gap_flag: list[tuple[int, int]]
+    board_last: int | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def lost(self) -> int:
+        """Missing seqs the decimate policy does not account for."""
+        return max(0, len(self.missing) - self.decimated)
+
+    def text(self) -> str:
+        return (
+            f"seq {self.first}..{self.last}: {self.stored} stored, {len(self.missing)} missing "
+            f"({self.decimated} decimated by policy, {len(self.holes)} holes, "
+            f"{len(self.holes_without_gap_flag)} without F_GAP), "
+            f"{len(self.in_both_tables)} in both tables, board last seq {self.board_last}"
+        )
+
+
+def _runs(xs: Iterable[int]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for x in xs:
+        if out and out[-1][1] == x - 1:
+            out[-1] = (out[-1][0], x)
+        else:
+            out.append((x, x))
+    return out
+
+
+def seq_report(db: RunDb, board_last: int | None = None) -> SeqReport:
+    """Account for every seq from the run's EV_RUN_START to the last the board emitted.
+
+    ``board_last`` is STATUS.last_seq read from the board after the run (None: use the highest
+    stored seq). EV_DECIMATED carries the number of records dropped so far, so the largest value
+    is the run's total.
+    """
+    s_seqs = [s.seq for s in db.samples]
+    e_seqs = [e.seq for e in db.events]
+    starts = db.events_of(M.EV_RUN_START)
+    all_seqs = sorted(set(s_seqs) | set(e_seqs))
+    first = starts[0].seq if starts else (all_seqs[0] if all_seqs else 0)
+    last = max(all_seqs) if all_seqs else first
+    notes = []
+    if board_last is not None and board_last > last:
+        notes.append(f"board emitted up to seq {board_last}, the database stops at {last}")
+        last = board_last
+    both = sorted(set(s_seqs) & set(e_seqs))
+    present = set(all_seqs)
+    missing = [s for s in range(first, last + 1) if s not in present]
+    dec_values = [e.value for e in db.events_of(M.EV_DECIMATED)]
+    decimated = max(dec_values) if dec_values else 0
+    by_seq = {s.seq: s for s in db.samples}
+    holes = _runs(missing)
+    no_flag = []
+    for a, b in holes:
+        nxt = next((by_seq[s] for s in range(b + 1, last + 1) if s in present), None)
+        if nxt is None or not (nxt.flags & M.F_GAP):
+            # the record after the hole may be an event; the next sample must carry F_GAP
+            later = next((by_seq[s] for s in range(b + 1, last + 1) if s in by_seq), None)
+            if later is None or not (later.flags & M.F_GAP):
+                no_flag.append((a, b))
+    return SeqReport(
+        first=first,
+        last=last,
+        stored=len(present),
+        in_both_tables=both,
+        missing=missing,
+        decimated=decimated,
+        gap_flags=sum(1 for s in db.samples if s.flags & M.F_GAP),
+        holes=holes,
+        holes_without_gap_flag=no_flag,
+        board_last=board_last,
+        notes=notes,
+    )
+
+
+def assert_no_loss(rep: SeqReport, *, decimate_allowed: bool = False) -> None:
+    """ZERO lost, ZERO duplicated; holes only where the decimate policy dropped by design."""
+    assert not rep.in_both_tables, (
+        f"seqs stored twice (sample and event): {rep.in_both_tables[:10]}"
+    )
+    if not decimate_allowed:
+        assert not rep.missing, f"lost records: {rep.text()}; first holes {rep.holes[:5]}"
+        return
+    assert len(rep.missing) == rep.decimated, (
+        f"missing seqs do not match EV_DECIMATED: {rep.text()}; first holes {rep.holes[:5]}"
+    )
+    assert not rep.holes_without_gap_flag, (
+        f"decimated holes without F_GAP on the next sample: {rep.holes_without_gap_flag[:5]}"
+    )
+
+
+# ---- running a schedule through the real session ----------------------------------------------
+
+
+@dataclass
+class RunOutcome:
+    db: RunDb
+    summary: Any  # sicell.session.RunSummary
+    elapsed_s: float
+    error: BaseException | None = None
+
+
+class BackgroundRun:
+    """``RunSession.run()`` in a thread, so a test can inject faults while it streams."""
+
+    def __init__(
+        self,
+        port: str,
+        plan: Plan,
+        db_path: Path,
+        *,
+        options: Any = None,
+    ) -> None:
+        from sicell.session import RunSession, SessionOptions
+
+        opts = options or SessionOptions(
+            batch_interval_s=0.1, status_interval_s=0.5, reconnect_max_s=1.0
+        )
+        self.db_path = db_path
+        self.session = RunSession.new(plan.schedule(), port, db_path, options=opts)
+        self.summary: Any = None
+        self.error: BaseException | None = None
+        self.t0 = time.monotonic()
+        self._thread = threading.Thread(target=self._work, name="hil-run", daemon=True)
+
+    def _work(self) -> None:
+        try:
+            self.summary = self.session.run()
+        except BaseException as e:
+            self.error = e
+
+    def start(self) -> BackgroundRun:
+        self.t0 = time.monotonic()
+        self._thread.start()
+        return self
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def wait_rows(self, n: int, timeout: float) -> int:
+        """Wait until ``n`` records are stored (or the run ends); return how many are."""
+        end = time.monotonic() + timeout
+        while True:
+            got = count_rows(self.db_path)
+            if got >= n or not self.alive():
+                return got
+            if time.monotonic() > end:
+                raise AssertionError(
+                    f"only {got} of {n} records stored after {timeout:g} s "
+                    f"(session error: {self.error!r})"
+                )
+            time.sleep(0.05)
+
+    def join(self, timeout: float) -> RunOutcome:
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self.session.request_stop()
+            self._thread.join(30)
+            raise AssertionError(f"run did not finish within {timeout:g} s")
+        if self.error is not None:
+            raise self.error
+        return RunOutcome(
+            RunDb.load(self.db_path), self.summary, time.monotonic() - self.t0, self.error
+        )
+
+
+def run_plan(
+    port: str,
+    plan: Plan,
+    db_path: Path,
+    *,
+    timeout: float = 120.0,
+    during: Callable[[BackgroundRun], None] | None = None,
+    options: Any = None,
+) -> RunOutcome:
+    """Run ``plan`` on ``port`` to its end through ``RunSession``; return the stored run."""
+    bg = BackgroundRun(port, plan, db_path, options=options).start()
+    if during is not None:
+        try:
+            during(bg)
+        except BaseException:
+            bg.session.request_stop()
+            bg._thread.join(30)
+            raise
+    return bg.join(timeout)
+
+
+def board_last_seq(port: str) -> tuple[int, int]:
+    """(STATUS.last_seq, STATUS.state) of the board on ``port`` after a run."""
+    from sicell.client import Board
+
+    with Board.open(port) as b:
+        st = b.status()
+        return st.last_seq, st.state
+
+
+# ---- small numerics --------------------------------------------------------------------------
+
+
+def trapz(t: list[float], y: list[float]) -> float:
+    return sum((t[k + 1] - t[k]) * (y[k + 1] + y[k]) / 2 for k in range(len(t) - 1))
+
+
+def mean(xs: Iterable[float]) -> float:
+    v = list(xs)
+    return sum(v) / len(v) if v else float("nan")
