@@ -1,0 +1,275 @@
+"""Export a run database to the Battery Data Format (BDF): CSV with a JSON sidecar, or Parquet.
+
+Columns (BDF names; one row per recorded sample, ordered by sequence number)::
+
+    Test Time / s                          time since the run started
+    Voltage / V                            cell voltage (working − counter electrode)
+    Current / A                            + = lithiation of the working electrode
+    Cycle Count / 1                        the board's cycle counter (starts at 0)
+    Step Count / 1                         +1 at every step execution (starts at 1)
+    Step Index / 1                         the schedule step (0-based, as compiled)
+    Charging Capacity / Ah                 lithiation capacity of the current half-cycle
+    Discharging Capacity / Ah              delithiation capacity of the current half-cycle
+    Working Electrode Potential vs Li / V  voltage + the reference offset
+
+Capacities follow DESIGN.md §5: lithiation is "charging" of the Si anode. Each accumulates
+from 0 at the start of its half-cycle (a run of lithiation or delithiation steps; a change of
+direction or of the cycle counter starts a new one), holds its value through the rests that
+follow, and reads 0 while the other direction runs.
+
+Metadata (the run's ``meta`` table, the conventions, the schedule's steps and the column
+descriptions) goes alongside: for CSV as ``<name>.meta.json`` next to ``<name>.csv``, for
+Parquet as key-value metadata in the file's schema (each key's value JSON-encoded).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from sicell import __version__
+from sicell.schedule import CONVENTIONS
+
+__all__ = [
+    "BDF_COLUMNS",
+    "bdf_table",
+    "export_bdf_csv",
+    "export_metadata",
+    "export_parquet",
+    "sidecar_path",
+]
+
+F_STEP_FIRST = 0x01  # messages.F_STEP_FIRST
+REST_KINDS = frozenset({"rest", "ocv", "loop"})
+
+BDF_COLUMNS: dict[str, str] = {
+    "Test Time / s": "time since the run started, s",
+    "Voltage / V": "cell voltage, working minus counter electrode, V",
+    "Current / A": "current, A; positive = lithiation of the working electrode",
+    "Cycle Count / 1": "the board's cycle counter (0-based; +1 at each lithiation after a "
+    "delithiation)",
+    "Step Count / 1": "sequential step-execution counter, +1 at every step start (1-based)",
+    "Step Index / 1": "schedule step index (0-based, as compiled for the board)",
+    "Charging Capacity / Ah": "lithiation ('charging' of the Si anode) capacity of the current "
+    "half-cycle, Ah; resets at each half-cycle start",
+    "Discharging Capacity / Ah": "delithiation capacity of the current half-cycle, Ah; resets "
+    "at each half-cycle start",
+    "Working Electrode Potential vs Li / V": "working electrode potential vs Li+/Li = voltage + "
+    "reference_offset_v, V",
+}
+"""The exported columns, in order, with their meaning."""
+
+_INT_COLUMNS = ("Cycle Count / 1", "Step Count / 1", "Step Index / 1")
+
+
+def _connect_ro(path: Path) -> sqlite3.Connection:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no run database here")
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        con.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        return con
+    except sqlite3.OperationalError:
+        return sqlite3.connect(str(path))
+
+
+def _decode(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return text
+
+
+def _read(
+    db_path: Path,
+) -> tuple[dict[str, NDArray[Any]], dict[str, Any], list[dict[str, Any]]]:
+    con = _connect_ro(db_path)
+    try:
+        meta = {str(k): _decode(v) for k, v in con.execute("SELECT key, value FROM meta")}
+        rows = con.execute(
+            "SELECT seq, t_s, voltage_v, we_v, current_a, charge_ah, step, cycle, flags "
+            "FROM samples ORDER BY seq"
+        ).fetchall()
+        steps = [
+            {"idx": int(i), "kind": str(k), "current_a": c, "voltage_v": v, "label": lb}
+            for i, k, c, v, lb in con.execute(
+                "SELECT idx, kind, current_a, voltage_v, label FROM steps ORDER BY idx"
+            )
+        ]
+    finally:
+        con.close()
+    arr = np.array(rows, dtype=np.float64).reshape(-1, 9)
+    cols = {
+        "seq": arr[:, 0].astype(np.int64),
+        "t_s": arr[:, 1],
+        "voltage_v": arr[:, 2],
+        "we_v": arr[:, 3],
+        "current_a": arr[:, 4],
+        "charge_ah": arr[:, 5],
+        "step": arr[:, 6].astype(np.int64),
+        "cycle": arr[:, 7].astype(np.int64),
+        "flags": arr[:, 8].astype(np.int64),
+    }
+    return cols, meta, steps
+
+
+def _half_cycle_capacities(
+    cols: dict[str, NDArray[Any]], steps: list[dict[str, Any]]
+) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
+    """(step count, charging capacity, discharging capacity) per sample."""
+    step = cols["step"]
+    cycle = cols["cycle"]
+    flags = cols["flags"]
+    q = cols["charge_ah"]
+    n = len(step)
+    step_count = np.zeros(n, dtype=np.int64)
+    chg = np.zeros(n, dtype=np.float64)
+    dis = np.zeros(n, dtype=np.float64)
+    if n == 0:
+        return step_count, chg, dis
+    new = np.zeros(n, dtype=bool)
+    new[0] = True
+    new[1:] = (step[1:] != step[:-1]) | ((flags[1:] & F_STEP_FIRST) != 0)
+    step_count[:] = np.cumsum(new)
+    starts = np.flatnonzero(new)
+    ends = np.append(starts[1:], n)
+    kinds = {s["idx"]: (str(s["kind"]).lower(), s["current_a"]) for s in steps}
+
+    half_dir = 0  # +1 lithiation, -1 delithiation, 0 none yet
+    half_cycle = -1
+    acc = 0.0  # capacity of the half-cycle before this step instance
+    for a, b in zip(starts, ends, strict=True):
+        kind, i_set = kinds.get(int(step[a]), ("", None))
+        q_last = float(q[b - 1])
+        if kind in REST_KINDS:
+            d = 0
+        elif i_set is not None and float(i_set) != 0.0:
+            d = 1 if float(i_set) > 0 else -1
+        elif abs(q_last) > 0.0:
+            d = 1 if q_last > 0 else -1
+        else:
+            d = 0
+        if d != 0 and (d != half_dir or int(cycle[a]) != half_cycle):
+            half_dir, half_cycle, acc = d, int(cycle[a]), 0.0
+        if d != 0:
+            cap = acc + d * q[a:b]
+            acc += d * q_last
+        else:
+            cap = np.full(b - a, acc)
+        if half_dir > 0:
+            chg[a:b] = cap
+        elif half_dir < 0:
+            dis[a:b] = cap
+    return step_count, chg, dis
+
+
+def bdf_table(db_path: str | os.PathLike[str]) -> tuple[dict[str, NDArray[Any]], dict[str, Any]]:
+    """The BDF columns (``BDF_COLUMNS`` order) as numpy arrays, and the export metadata."""
+    p = Path(db_path)
+    cols, meta, steps = _read(p)
+    step_count, chg, dis = _half_cycle_capacities(cols, steps)
+    table: dict[str, NDArray[Any]] = {
+        "Test Time / s": cols["t_s"],
+        "Voltage / V": cols["voltage_v"],
+        "Current / A": cols["current_a"],
+        "Cycle Count / 1": cols["cycle"],
+        "Step Count / 1": step_count,
+        "Step Index / 1": cols["step"],
+        "Charging Capacity / Ah": chg,
+        "Discharging Capacity / Ah": dis,
+        "Working Electrode Potential vs Li / V": cols["we_v"],
+    }
+    return table, export_metadata(p, meta, steps, len(step_count))
+
+
+def export_metadata(
+    db_path: Path, meta: dict[str, Any], steps: list[dict[str, Any]], n_rows: int
+) -> dict[str, Any]:
+    """The metadata written alongside an export: the run's meta, plus the conventions (when the
+    run lacks them), the steps table, the column descriptions and provenance."""
+    out: dict[str, Any] = dict(meta)
+    out.setdefault("conventions", dict(CONVENTIONS))
+    out["format"] = "Battery Data Format (BDF)"
+    out["bdf_columns"] = dict(BDF_COLUMNS)
+    out["steps"] = steps
+    out["rows"] = n_rows
+    out["source_db"] = str(db_path)
+    out["exported_at"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    out["exporter"] = f"sicell {__version__}"
+    return out
+
+
+def sidecar_path(out_path: str | os.PathLike[str]) -> Path:
+    """``run.csv`` → ``run.meta.json`` (the CSV export's metadata file)."""
+    p = Path(out_path)
+    return p.with_name(p.stem + ".meta.json") if p.suffix else p.with_name(p.name + ".meta.json")
+
+
+def _fmt(x: Any) -> str:
+    return repr(float(x))
+
+
+def export_bdf_csv(db_path: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> Path:
+    """Write the run as BDF CSV (header row of BDF names, one row per sample) and its metadata
+    as ``<name>.meta.json`` next to it. Returns the CSV path."""
+    out = Path(out_path)
+    table, meta = bdf_table(db_path)
+    meta["data_file"] = out.name
+    names = list(table)
+    n = len(table["Test Time / s"])
+    tmp = out.with_name(out.name + ".part")
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(names)
+        columns = [
+            [str(int(v)) for v in table[c]] if c in _INT_COLUMNS else [_fmt(v) for v in table[c]]
+            for c in names
+        ]
+        for i in range(n):
+            w.writerow([col[i] for col in columns])
+    side = sidecar_path(out)
+    side_tmp = side.with_name(side.name + ".part")
+    side_tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False, default=str) + "\n")
+    os.replace(tmp, out)
+    os.replace(side_tmp, side)
+    return out
+
+
+def export_parquet(db_path: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> Path:
+    """Write the run as a BDF Parquet file; the metadata goes into the schema's key-value
+    metadata (UTF-8 keys, JSON-encoded values). Needs ``pyarrow`` (``pip install
+    sicell[parquet]``). Returns the Parquet path."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as e:  # pragma: no cover - pyarrow is a test dependency
+        raise RuntimeError(
+            "Parquet export needs pyarrow: pip install 'sicell[parquet]' (or use the CSV export)"
+        ) from e
+    out = Path(out_path)
+    table, meta = bdf_table(db_path)
+    meta["data_file"] = out.name
+    arrays = []
+    fields = []
+    for name, col in table.items():
+        typ = pa.int64() if name in _INT_COLUMNS else pa.float64()
+        arrays.append(pa.array(col, type=typ))
+        fields.append(pa.field(name, typ, nullable=False))
+    kv = {
+        str(k).encode(): json.dumps(v, ensure_ascii=False, default=str).encode()
+        for k, v in meta.items()
+    }
+    schema = pa.schema(fields, metadata=kv)
+    tbl = pa.Table.from_arrays(arrays, schema=schema)
+    tmp = out.with_name(out.name + ".part")
+    pq.write_table(tbl, tmp)
+    os.replace(tmp, out)
+    return out
