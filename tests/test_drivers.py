@@ -192,3 +192,31 @@ def test_board_json_matches_the_emulated_pcb() -> None:
         assert cfg["dac"][part]["vref_mV"] == round(vref * 1000)
     assert cfg["limits"]["v_max_uV"] == 2_000_000 == -cfg["limits"]["v_min_uV"]
     assert cfg["watchdog_ms"] <= 8388  # rp2 WDT maximum
+
+
+def test_machine_shim_timer_pins_ticks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    r = run_case("emu_drivers.py", "machine_time", tmp_path, monkeypatch)
+    assert r["timer"] == [10, 1, 100_000]  # 100 ms periodic over 1 s, stopped by deinit
+    assert (r["relay_on"], r["relay_low"], r["relay_input"]) == (True, False, False)
+    assert r["pull_up"] == 1 and r["led"] == 25
+    assert -20 <= r["ticks"][0] <= -10 and r["ticks"][1] == 0  # 2**30 wrap
+    assert r["gmtime"] == [2025, 1, 1, 0, 0, 0] and r["time"] == 2
+    assert r["lightsleep"] == 500_000
+    assert r["unique_id"] == 8 and r["freq"] == 125_000_000
+    assert r["wdt_max"] == "ValueError"  # rp2 limit 8388 ms
+    assert r["bad_pins"] == "bad SDA pin"
+
+
+def test_realtime_mode_paces_to_wall_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    r = run_case("emu_drivers.py", "realtime", tmp_path, monkeypatch, realtime=True)
+    assert r["virt_us"] >= 300_000
+    assert 250 <= r["wall_ms"] <= 1000
+
+
+def test_noise_switch_and_continuous_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    r = run_case("emu_drivers.py", "noise_continuous", tmp_path, monkeypatch)
+    assert len(set(r["noisy"])) > 3  # ~22 uV rms against a 7.8 uV LSB
+    assert max(abs(v - 10_000) for v in r["noisy"]) < 200
+    assert len(set(r["quiet"])) == 1  # control command 'noise off'
+    c1, c2 = r["cont"]
+    assert abs(c1 - 160) <= 2 and abs(c2 + 3200) <= 4  # 10 mV then -0.2 V at +-2.048 V

@@ -131,6 +131,19 @@ def test_safe_opens_relay_and_zeroes_dac(tmp_path: Path, monkeypatch: pytest.Mon
     assert r["dead_bus"] == [True, False]  # I2C dead: no exception, relay still opens
 
 
+def test_range_gpios_none_two_and_compliance(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r = run_case("range_gpio", tmp_path, monkeypatch)
+    assert abs(r["one"] - 500_000) < 5_000
+    assert r["none"][0] == 0  # no range selected: the current path is open
+    assert abs(r["none"][1]) < 150  # ADC offset only (1 uV = 1 nA on the 1 mA range)
+    assert abs(r["two"] - 5_500_000) < 60_000  # 1 k || 100 R: Vin / R_parallel
+    i_a, v, clipped = r["compliance"]
+    assert i_a == pytest.approx(4.5 / (1e6 + 1e3), rel=1e-3)  # output on the 4.5 V rail
+    assert v == pytest.approx(-4.4955, abs=1e-3) and clipped
+
+
 def test_alternative_parts_ads1219_dac8571(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = json.loads((FW / "board.json").read_text())
     cfg["adc"]["part"] = "ads1219"

@@ -231,4 +231,77 @@ def case_dac8571():
     return out
 
 
+def case_machine_time():
+    out = {}
+    # Timer: periodic callbacks fire in virtual time, one-shot once
+    hits = []
+    t = machine.Timer(period=100, callback=lambda tm: hits.append(W.now))
+    one = []
+    machine.Timer(mode=machine.Timer.ONE_SHOT, period=250, callback=lambda tm: one.append(1))
+    time.sleep(1)
+    t.deinit()
+    time.sleep(1)
+    out["timer"] = [len(hits), len(one), hits[0] if hits else None]
+    # Pin semantics
+    p = machine.Pin(15, machine.Pin.OUT, value=1)
+    out["relay_on"] = W.relay_closed()
+    p.low()
+    out["relay_low"] = W.relay_closed()
+    p.high()
+    p.init(machine.Pin.IN)
+    out["relay_input"] = W.relay_closed()
+    q = machine.Pin(3, machine.Pin.IN, machine.Pin.PULL_UP)
+    out["pull_up"] = q.value()
+    out["led"] = machine.Pin("LED").id
+    # ticks wrap at 2**30 and ticks_diff handles it
+    a = time.ticks_add(time.ticks_ms(), 2**30 - 10)
+    out["ticks"] = [time.ticks_diff(a, time.ticks_ms()), time.ticks_add(2**30 - 1, 1)]
+    out["gmtime"] = list(time.gmtime(1735689600)[:6])
+    out["time"] = time.time() - 1735689600
+    t0 = W.now
+    machine.lightsleep(500)
+    out["lightsleep"] = W.now - t0
+    out["unique_id"] = len(machine.unique_id())
+    out["freq"] = machine.freq()
+    try:
+        machine.WDT(timeout=10000)
+        out["wdt_max"] = None
+    except ValueError:
+        out["wdt_max"] = "ValueError"
+    try:
+        machine.I2C(0, sda=machine.Pin(5), scl=machine.Pin(4))
+        out["bad_pins"] = None
+    except ValueError as e:
+        out["bad_pins"] = str(e)
+    return out
+
+
+def case_realtime():
+    import utime
+
+    w0 = utime.ticks_ms()
+    v0 = W.now
+    time.sleep_ms(300)
+    return {"wall_ms": utime.ticks_diff(utime.ticks_ms(), w0), "virt_us": W.now - v0}
+
+
+def case_noise_continuous():
+    from drivers.ads1115 import ADS1115
+
+    rest_cell(0.01)
+    a = ADS1115(bus(), 0x48, 860)
+    a.setup(0, "AIN0-AIN1", 256)  # LSB 7.8 uV, noise ~22 uV rms at 860 SPS
+    noisy = [a.read_uv(0) for _ in range(20)]
+    W.command("noise off")
+    quiet = [a.read_uv(0) for _ in range(20)]
+    # continuous mode (MODE=0): the conversion register follows the input by itself
+    a.write_reg(1, (0 << 12) | (2 << 9) | (7 << 5) | 3)
+    time.sleep_ms(5)
+    c1 = a.result()
+    rest_cell(-0.2)
+    time.sleep_ms(5)
+    c2 = a.result()
+    return {"noisy": noisy, "quiet": quiet, "cont": [c1, c2], "n": W.adc.conversions}
+
+
 print(json.dumps(globals()["case_" + sys.argv[1]]()))

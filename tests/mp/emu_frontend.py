@@ -257,4 +257,27 @@ def case_bench():
     return res
 
 
+def case_range_gpio():
+    W.set_cell("resistor", r_ohm=100.0)
+    fe = frontend.Frontend()
+    fe.autorange = False
+    fe.set_range(2)
+    fe.set_current(500000)
+    fe.connect()
+    out = {"one": int(W.cell_current() * 1e9)}
+    import machine
+
+    machine.Pin(12, machine.Pin.OUT, value=0)  # no range selected: the path is open
+    out["none"] = [int(W.cell_current() * 1e9), fe.measure() or fe.i_nA]
+    machine.Pin(12, machine.Pin.OUT, value=1)
+    machine.Pin(13, machine.Pin.OUT, value=1)  # 1 k || 100 R: Vin / R_parallel
+    out["two"] = int(W.cell_current() * 1e9)
+    machine.Pin(13, machine.Pin.OUT, value=0)
+    # compliance: 0.5 mA into 1 Mohm would need 500 V; the stage sits at 4.5 V
+    W.set_cell("resistor", r_ohm=1e6)
+    fe.measure()
+    out["compliance"] = [W.cell_current(), W.cell_voltage(), fe.v_clipped]
+    return out
+
+
 print(json.dumps(globals()["case_" + sys.argv[1]]()))

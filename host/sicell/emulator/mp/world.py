@@ -122,6 +122,8 @@ class World:
         if cfg is None:
             cfg = load_config()
         self.cfg = cfg
+        if real_time is None:
+            import utime as real_time  # the built-in stays reachable under this name
         self.rt = real_time          # the built-in time module (for realtime / pacing)
         self.seed = int(cfg['seed'])
         self.quiet = bool(cfg['quiet'])
