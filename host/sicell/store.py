@@ -4,8 +4,9 @@ Durability: WAL journal with ``synchronous=FULL``, so a transaction is on disk w
 returns; the client acknowledges records to the board only after that (DESIGN.md §1), and a
 host crash or power cut never loses an acknowledged record. Each ``add`` is one transaction:
 either every record of the batch is stored or none is. Records carry the board's sequence
-numbers (shared by samples and events) and are inserted with ``INSERT OR IGNORE``, so replaying
-a range the database already holds never duplicates a row.
+numbers (shared by samples and events) and are inserted with ``ON CONFLICT(seq) DO NOTHING``
+(the effect of ``INSERT OR IGNORE`` on duplicate seqs, without also skipping malformed rows), so
+replaying a range the database already holds never duplicates a row.
 
 A full disk (or quota) raises ``StoreFullError``: the batch is rolled back, everything committed
 before stays, and the client can keep the records unacknowledged on the board (which buffers)
@@ -335,18 +336,21 @@ class RunStore:
                 con.execute("BEGIN IMMEDIATE")
                 if srows:
                     con.executemany(
-                        "INSERT OR IGNORE INTO samples(seq, t_s, voltage_v, we_v, current_a, "
-                        "charge_ah, step, cycle, range, flags) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        "INSERT INTO samples(seq, t_s, voltage_v, we_v, current_a, charge_ah, "
+                        "step, cycle, range, flags) VALUES (?,?,?,?,?,?,?,?,?,?) "
+                        "ON CONFLICT(seq) DO NOTHING",
                         srows,
                     )
                 if erows:
                     con.executemany(
-                        "INSERT OR IGNORE INTO events(seq, t_s, code, name, step, cycle, value, "
-                        "aux) VALUES (?,?,?,?,?,?,?,?)",
+                        "INSERT INTO events(seq, t_s, code, name, step, cycle, value, aux) "
+                        "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(seq) DO NOTHING",
                         erows,
                     )
                     con.executemany(
-                        "INSERT OR IGNORE INTO event_reasons(seq, reason) VALUES (?,?)", rrows
+                        "INSERT INTO event_reasons(seq, reason) VALUES (?,?) "
+                        "ON CONFLICT(seq) DO NOTHING",
+                        rrows,
                     )
                 con.execute("COMMIT")
             except sqlite3.Error as e:
