@@ -119,6 +119,7 @@ class Ev:
     cycle: int
     value: int
     aux: int
+    reason: int = -1  # the EVENT reason (store's event_reasons table), -1 when not stored
 
 
 @dataclass
@@ -142,12 +143,16 @@ class RunDb:
                     "FROM samples ORDER BY seq"
                 )
             ]
-            events = [
-                Ev(*row)
-                for row in con.execute(
-                    "SELECT seq, t_s, code, name, step, cycle, value, aux FROM events ORDER BY seq"
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
+            if "event_reasons" in tables:
+                q = (
+                    "SELECT e.seq, e.t_s, e.code, e.name, e.step, e.cycle, e.value, e.aux, "
+                    "COALESCE(r.reason, -1) FROM events e LEFT JOIN event_reasons r "
+                    "ON r.seq = e.seq ORDER BY e.seq"
                 )
-            ]
+            else:
+                q = "SELECT seq, t_s, code, name, step, cycle, value, aux FROM events ORDER BY seq"
+            events = [Ev(*row) for row in con.execute(q)]
             meta: dict[str, Any] = {}
             for k, v in con.execute("SELECT key, value FROM meta"):
                 try:
