@@ -76,6 +76,7 @@ class FakeBoard:
         corrupt_readback: bool = False,
         end_nack: tuple[int, int] | None = None,
         ranges_na: tuple[int, ...] = (10_000, 100_000, 1_000_000, 10_000_000),
+        lose: tuple[int, int] | None = None,
     ) -> None:
         self.proto_major = proto_major
         self.state = state
@@ -95,6 +96,8 @@ class FakeBoard:
         self.corrupt_readback = corrupt_readback
         self.end_nack = end_nack
         self.ranges_na = ranges_na
+        self.lose = lose  # records with seq in [a, b] vanish, and the ring forgets all <= b
+        self.ack_hook: Callable[[int], None] | None = None
         self.sched = bytearray()
         self.sched_len = 0
         self.sched_crc = 0
@@ -260,6 +263,11 @@ class FakeBoard:
             seq = self.next_seq
             self.next_seq += 1
             fr = self._frame(t, seq, payload, framing.VERSION_BYTE)
+            if self.lose and self.lose[0] <= seq <= self.lose[1]:
+                if seq == self.lose[1]:
+                    for s in [s for s in self.ring if s <= seq]:
+                        del self.ring[s]
+                return
             self.ring[seq] = fr
             self._send_record(fr)
 
@@ -365,7 +373,7 @@ class FakeBoard:
             (self.run_id,) = M.unpack(t, p)
             self.state = M.ST_RUNNING
             self._ok(t, rid)
-            self._event(M.EV_RUN_START, 0, self.run_id)
+            self._event(M.EV_RUN_START, 0, self.run_id - (1 << 32) * (self.run_id >> 31))
         elif t in (M.PAUSE, M.RESUME, M.STOP):
             if self.state not in (M.ST_RUNNING, M.ST_PAUSED):
                 self._nack(t, rid, M.E_STATE, self.state)
@@ -379,6 +387,8 @@ class FakeBoard:
                 self.state = M.ST_PAUSED if t == M.PAUSE else M.ST_RUNNING
         elif t == M.ACK:
             (seq,) = M.unpack(t, p)
+            if self.ack_hook is not None:
+                self.ack_hook(seq)
             self.acks.append(seq)
             self.acked = max(self.acked, seq)
             for s in [s for s in self.ring if s <= seq]:

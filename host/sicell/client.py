@@ -314,6 +314,11 @@ class Record:
     fields: dict[str, int]
 
     @property
+    def values(self) -> tuple[int, ...]:
+        """The fields in wire layout order (what ``messages.unpack`` returns)."""
+        return tuple(self.fields.values())
+
+    @property
     def is_sample(self) -> bool:
         return self.type == messages.SAMPLE
 
@@ -690,10 +695,14 @@ class Board:
 
 
 def new_run_id() -> int:
-    """A random non-zero 32-bit run id."""
+    """A random non-zero run id below 2**31.
+
+    START carries it as u32, but EV_RUN_START / EV_INTERRUPTED carry it in an i32 ``value``:
+    31 bits keep it the same number on both.
+    """
     import secrets
 
     while True:
-        rid = struct.unpack("<I", secrets.token_bytes(4))[0]
+        rid = struct.unpack("<I", secrets.token_bytes(4))[0] & 0x7FFFFFFF
         if rid:
             return int(rid)

@@ -1,0 +1,382 @@
+"""Sessions: every record exactly once in the database, ACK never ahead of the disk.
+
+First against the scripted fake board (faults on demand: drops, duplicates, reordering, unplug,
+a host that goes away and comes back), then end to end against the emulator running the real
+firmware (``emu://rc``), through the Python API and the ``sicell`` command.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sicell.protocol import messages as M
+from sicell.schedule import parse_schedule
+from sicell.session import (
+    BoardBusyError,
+    Detached,
+    RunMismatchError,
+    RunSession,
+    SessionOptions,
+    StoreFull,
+    run_many,
+)
+
+from tests.test_client import FakeBoard
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("sicell.store") is None,
+    reason="sicell.store (the run database writer) is not there yet",
+)
+
+FAKE_TOML = """
+name = "fake"
+vs = "cell"
+[reference]
+electrode = "In-Li"
+[[step]]
+kind = "cc"
+direction = "lithiation"
+current_ua = 100
+duration_s = 10
+"""
+
+FAST = SessionOptions(
+    batch_records=50,
+    batch_interval_s=0.05,
+    gap_wait_s=0.1,
+    replay_retry_s=0.3,
+    status_interval_s=0.3,
+    reconnect_initial_s=0.05,
+    reconnect_max_s=0.3,
+    reconnect_give_up_s=20.0,
+    hello_timeout_s=2.0,
+    request_timeout_s=0.5,
+)
+
+
+def _db_seqs(db: Path) -> tuple[list[int], list[int]]:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        s = [r[0] for r in con.execute("SELECT seq FROM samples ORDER BY seq")]
+        e = [r[0] for r in con.execute("SELECT seq FROM events ORDER BY seq")]
+    finally:
+        con.close()
+    return s, e
+
+
+def _all_seqs(db: Path) -> list[int]:
+    s, e = _db_seqs(db)
+    return sorted(s + e)
+
+
+class AckSpy:
+    """Checks, as each ACK reaches the board, that the database already holds what it covers."""
+
+    def __init__(self, db: Path, first_seq: int = 1) -> None:
+        self.db = db
+        self.first_seq = first_seq
+        self.violations: list[str] = []
+        self.checked = 0
+
+    def __call__(self, seq: int) -> None:
+        if not self.db.exists():
+            self.violations.append(f"ACK {seq} before the database exists")
+            return
+        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=5)
+        try:
+            n = 0
+            for table in ("samples", "events"):
+                n += con.execute(
+                    f"SELECT COUNT(*) FROM {table} WHERE seq BETWEEN ? AND ?",
+                    (self.first_seq, seq),
+                ).fetchone()[0]
+        finally:
+            con.close()
+        self.checked += 1
+        if n != seq - self.first_seq + 1:
+            self.violations.append(f"ACK {seq} but only {n} records stored")
+
+
+def _fake_with_spy(db: Path, **kw: Any) -> tuple[FakeBoard, AckSpy, str]:
+    fb = FakeBoard(**kw)
+    spy = AckSpy(db, kw.get("first_seq", 1))
+    fb.ack_hook = spy
+    return fb, spy, fb.serve_tcp()
+
+
+@pytest.fixture
+def boards() -> Iterator[list[FakeBoard]]:
+    made: list[FakeBoard] = []
+    yield made
+    for fb in made:
+        fb.close()
+
+
+def _expect_complete(db: Path, n_samples: int, first_seq: int = 1) -> None:
+    s, e = _db_seqs(db)
+    allseq = sorted(s + e)
+    assert len(allseq) == len(set(allseq)), "duplicate seq in the database"
+    assert allseq == list(range(first_seq, first_seq + n_samples + 2))
+    assert len(s) == n_samples
+    assert len(e) == 2  # run start, run end
+
+
+# ---- fake board -----------------------------------------------------------------------------
+def test_clean_run_every_seq_once(tmp_path: Path, boards: list[FakeBoard]) -> None:
+    db = tmp_path / "run.db"
+    fb, spy, url = _fake_with_spy(db, n_samples=400)
+    boards.append(fb)
+    s = RunSession.new(parse_schedule(FAKE_TOML), url, db, options=FAST)
+    summary = s.run()
+    _expect_complete(db, 400)
+    assert summary.samples == 400 and summary.events == 2
+    assert summary.state == "done" and summary.end_reason == "complete"
+    assert not spy.violations and spy.checked > 0
+    assert fb.acked == 402  # everything freed on the board
+    # the vs-Li column is the cell voltage plus the In-Li offset
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT voltage_v, we_v FROM samples").fetchall()
+    con.close()
+    assert all(abs(we - v - 0.62) < 1e-9 for v, we in rows)
+
+
+def test_first_seq_anywhere(tmp_path: Path, boards: list[FakeBoard]) -> None:
+    """The board's seq counter need not start at 1 (it may continue across runs)."""
+    db = tmp_path / "run.db"
+    fb, spy, url = _fake_with_spy(db, n_samples=120, first_seq=70_000)
+    boards.append(fb)
+    RunSession.new(parse_schedule(FAKE_TOML), url, db, options=FAST).run()
+    _expect_complete(db, 120, first_seq=70_000)
+    assert not spy.violations
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_drops_duplicates_reordering(tmp_path: Path, boards: list[FakeBoard], seed: int) -> None:
+    db = tmp_path / "run.db"
+    fb, spy, url = _fake_with_spy(db, n_samples=600, drop=0.05, dup=0.05, reorder=0.05, seed=seed)
+    boards.append(fb)
+    summary = RunSession.new(parse_schedule(FAKE_TOML), url, db, options=FAST).run()
+    _expect_complete(db, 600)
+    assert summary.replays > 0
+    assert not spy.violations
+
+
+def test_unplug_and_reconnect(tmp_path: Path, boards: list[FakeBoard]) -> None:
+    db = tmp_path / "run.db"
+    fb, spy, url = _fake_with_spy(db, n_samples=800, record_interval=0.002)
+    boards.append(fb)
+    s = RunSession.new(parse_schedule(FAKE_TOML), url, db, options=FAST)
+
+    def unplug_twice() -> None:
+        for k in (1, 2):
+            while fb.connections < k or fb.samples_made < 200 * k:
+                time.sleep(0.01)
+            fb.unplug()
+            time.sleep(0.3)  # records keep coming while nobody listens
+
+    th = threading.Thread(target=unplug_twice, daemon=True)
+    th.start()
+    summary = s.run()
+    th.join(5)
+    _expect_complete(db, 800)
+    assert summary.reconnects >= 2
+    assert fb.connections >= 3
+    assert not spy.violations
+
+
+def test_host_restart_resumes_without_loss(tmp_path: Path, boards: list[FakeBoard]) -> None:
+    db = tmp_path / "run.db"
+    fb, spy, url = _fake_with_spy(db, n_samples=600, record_interval=0.002)
+    boards.append(fb)
+    first = RunSession.new(parse_schedule(FAKE_TOML), url, db, options=FAST)
+
+    def detach() -> None:
+        while fb.samples_made < 150:
+            time.sleep(0.01)
+        first.request_stop()
+
+    threading.Thread(target=detach, daemon=True).start()
+    with pytest.raises(Detached, match="--resume"):
+        first.run()
+    stored_before = len(_all_seqs(db))
+    assert 0 < stored_before < 602
+    time.sleep(0.3)  # the board runs on alone
+    second = RunSession.resume(db, url, options=FAST)
+    summary = second.run()
+    _expect_complete(db, 600)
+    assert summary.samples == 600
+    assert not spy.violations
+
+
+def test_refuses_board_with_a_run(tmp_path: Path, boards: list[FakeBoard]) -> None:
+    fb = FakeBoard(state=M.ST_RUNNING, run_id=0xABCDEF01)
+    boards.append(fb)
+    url = fb.serve_tcp()
+    with pytest.raises(BoardBusyError, match="abcdef01"):
+        RunSession.new(parse_schedule(FAKE_TOML), url, tmp_path / "x.db", options=FAST).run()
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_resume_checks_run_id(tmp_path: Path, boards: list[FakeBoard]) -> None:
+    db = tmp_path / "run.db"
+    fb = FakeBoard(n_samples=50)
+    boards.append(fb)
+    RunSession.new(parse_schedule(FAKE_TOML), fb.serve_tcp(), db, options=FAST).run()
+    other = FakeBoard(state=M.ST_RUNNING, run_id=0x12345678)
+    boards.append(other)
+    with pytest.raises(RunMismatchError, match="12345678"):
+        RunSession.resume(db, other.serve_tcp(), options=FAST).run()
+
+
+def test_existing_db_not_overwritten(tmp_path: Path, boards: list[FakeBoard]) -> None:
+    db = tmp_path / "run.db"
+    db.write_bytes(b"precious")
+    fb = FakeBoard()
+    boards.append(fb)
+    from sicell.session import SessionError
+
+    with pytest.raises(SessionError, match="exists"):
+        RunSession.new(parse_schedule(FAKE_TOML), fb.serve_tcp(), db, options=FAST).run()
+    assert db.read_bytes() == b"precious"
+
+
+def test_store_full_stops_acking(
+    tmp_path: Path, boards: list[FakeBoard], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store_mod: Any = importlib.import_module("sicell.store")
+
+    db = tmp_path / "run.db"
+    fb, spy, url = _fake_with_spy(db, n_samples=2000, record_interval=0.001)
+    boards.append(fb)
+    real_add = store_mod.RunStore.add
+    calls = {"n": 0}
+
+    def add(self: Any, samples: Any, events: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] >= 4:
+            raise store_mod.StoreFullError(db, "database or disk is full")
+        return real_add(self, samples, events)
+
+    monkeypatch.setattr(store_mod.RunStore, "add", add)
+    with pytest.raises(StoreFull, match="disk full") as ei:
+        RunSession.new(parse_schedule(FAKE_TOML), url, db, options=FAST).run()
+    assert "--resume" in str(ei.value)
+    seqs = _all_seqs(db)
+    assert seqs == list(range(1, len(seqs) + 1))  # a clean prefix, nothing half-written
+    assert fb.acked == seqs[-1]  # never ACKed what was not stored
+    assert not spy.violations
+    assert fb.state == M.ST_RUNNING or fb.state == M.ST_DONE  # the board carries on
+
+
+def test_lost_records_are_reported(tmp_path: Path, boards: list[FakeBoard]) -> None:
+    db = tmp_path / "run.db"
+    fb = FakeBoard(n_samples=300, lose=(100, 119))
+    boards.append(fb)
+    summary = RunSession.new(parse_schedule(FAKE_TOML), fb.serve_tcp(), db, options=FAST).run()
+    seqs = _all_seqs(db)
+    assert len(seqs) == len(set(seqs))
+    missing = set(range(1, 303)) - set(seqs)
+    assert set(range(100, 120)) <= missing
+    assert len(missing) == summary.lost_seqs
+    assert seqs[-1] == 302  # the run end arrived and was stored
+
+
+def test_run_many_boards(tmp_path: Path, boards: list[FakeBoard]) -> None:
+    sessions = []
+    for k in range(3):
+        fb = FakeBoard(n_samples=200 + 50 * k, drop=0.02, seed=k)
+        boards.append(fb)
+        sessions.append(
+            RunSession.new(
+                parse_schedule(FAKE_TOML),
+                fb.serve_tcp(),
+                tmp_path / f"b{k}.db",
+                name=f"b{k}",
+                options=FAST,
+            )
+        )
+    results = run_many(sessions)
+    for k, r in enumerate(results):
+        assert r.error is None, r.error
+        assert r.summary is not None
+        _expect_complete(tmp_path / f"b{k}.db", 200 + 50 * k)
+
+
+# ---- emulator end to end --------------------------------------------------------------------
+def _emulator_missing() -> str | None:
+    if importlib.util.find_spec("sicell.emulator.launcher") is None:
+        return "the emulator launcher (sicell.emulator.launcher) is not there yet"
+    if importlib.util.find_spec("sicell.urlhandler.protocol_emu") is None:
+        return "the emu:// URL handler is not there yet"
+    for f in ("main.py", "engine.py", "link.py"):
+        if not (ROOT / "firmware" / f).exists():
+            return f"firmware/{f} is not there yet"
+    if shutil.which("micropython") is None:
+        return "the micropython unix port is not installed"
+    if not (ROOT / "host/sicell/examples/rc-check.toml").exists():
+        return "host/sicell/examples/rc-check.toml is not there yet"
+    return None
+
+
+emulator = pytest.mark.skipif(
+    _emulator_missing() is not None, reason=str(_emulator_missing() or "")
+)
+
+RC_SHORT = ROOT / "host/sicell/examples/rc-check.toml"
+
+
+@emulator
+def test_emulator_run_every_seq_once(tmp_path: Path) -> None:
+    from sicell.schedule import load_schedule
+
+    db = tmp_path / "rc.db"
+    sch = load_schedule(RC_SHORT)
+    summary = RunSession.new(sch, "emu://rc", db).run()
+    seqs = _all_seqs(db)
+    assert seqs, "nothing stored"
+    assert len(seqs) == len(set(seqs))
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    assert summary.samples > 0
+    assert summary.state in ("done", "tripped", "stopped")
+    con = sqlite3.connect(db)
+    off = float(con.execute("SELECT value FROM meta WHERE key='reference_offset_v'").fetchone()[0])
+    rows = con.execute("SELECT voltage_v, we_v FROM samples").fetchall()
+    meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+    con.close()
+    assert all(abs(we - (v + off)) < 1e-9 for v, we in rows)
+    for k in ("firmware_version", "protocol_version", "board_id", "calibration", "run_id"):
+        assert k in meta
+
+
+@emulator
+def test_cli_run_subprocess(tmp_path: Path) -> None:
+    db = tmp_path / "cli.db"
+    exe = shutil.which("sicell") or ""
+    cmd = [exe] if exe else [sys.executable, "-m", "sicell.cli"]
+    env = dict(os.environ)
+    proc = subprocess.run(
+        [*cmd, "run", str(RC_SHORT), "--port", "emu://rc", "--db", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=540,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "samples" in proc.stdout
+    assert "Traceback" not in proc.stderr
+    seqs = _all_seqs(db)
+    assert seqs and len(seqs) == len(set(seqs))
