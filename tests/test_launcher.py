@@ -529,6 +529,14 @@ def test_second_launcher_for_same_board_is_refused(emu: Starter, standin: str) -
     lines: list[str] = []
     assert run_emulator("rc", board="dup", entry=standin, print_fn=lines.append) == 3
     assert "already has an emulator" in lines[-1]
+    # the refused launcher left the running one's socket, FIFO and pty link alone
+    assert h.control.ping()
+    assert Path(h.info["fifo"]).exists() and os.path.realpath(h.info["link"]) == h.info["pty"]
+    fd = open_port(h.pty)
+    try:
+        assert echo(fd, b"intact") == b"intact"
+    finally:
+        os.close(fd)
 
 
 def test_run_emulator_foreground(rt: Path, standin: str) -> None:

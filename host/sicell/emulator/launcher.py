@@ -442,6 +442,10 @@ class EmulatorOptions:
             except (TypeError, ValueError) as e:
                 raise EmulatorConfigError(f"bad cell override for {o.cell}: {e}") from None
         FaultConfig().updated(o.faults)
+        if o.firmware is not None and not (Path(o.firmware) / "main.py").is_file():
+            raise EmulatorConfigError(f"firmware directory {o.firmware!r} has no main.py")
+        if o.entry is not None and not Path(o.entry).is_file():
+            raise EmulatorConfigError(f"entry script {o.entry!r} does not exist")
         return o
 
     def board_config(self) -> dict[str, Any]:
@@ -1154,16 +1158,13 @@ class Launcher:
         self.stop_reason = signal.Signals(signum).name
 
     def setup(self) -> None:
-        self._lock()
+        """Open everything (the board lock is already held); the registry entry comes last."""
         self._open_log()
         self.flash.mkdir(parents=True, exist_ok=True)
         stage_firmware(self.stage_dir, Path(self.o.firmware) if self.o.firmware else None)
         self._open_fifo()
         self._open_pty()
         self._open_control()
-        self.wake_r, self.wake_w = os.pipe()
-        os.set_blocking(self.wake_r, False)
-        os.set_blocking(self.wake_w, False)
         self.t0 = self.last_detach = time.monotonic()
         self._start_board()
         self._write_registry()
@@ -1334,18 +1335,26 @@ class Launcher:
                 self._read_master(now)
 
     def run(self) -> int:
-        """Set up, relay until stopped, tear down; the process exit code."""
+        """Take the board lock, set up, relay until stopped, tear down; the exit code.
+
+        Raises EmulatorBusyError (before touching anything) when another launcher owns the
+        board id.
+        """
+        self._lock()
         old: dict[int, Any] = {}
         old_wakeup = -1
         try:
-            self.setup()
+            self.wake_r, self.wake_w = os.pipe()
+            os.set_blocking(self.wake_r, False)
+            os.set_blocking(self.wake_w, False)
             if threading_is_main():
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     old[sig] = signal.signal(sig, self._on_signal)
-                assert self.wake_w is not None
                 old_wakeup = signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
-            self._announce()
-            self.loop()
+            self.setup()
+            if self.stop_reason is None:
+                self._announce()
+                self.loop()
             self.print(f"sicell emulator {self.board}: stopped ({self.stop_reason})")
             return self.exit_code
         finally:
@@ -1431,7 +1440,7 @@ def run_emulator(
     except EmulatorBusyError as e:
         print_fn(f"sicell emulator: {e}")
         return EXIT_BUSY
-    except EmulatorError as e:
+    except (EmulatorError, OSError) as e:
         print_fn(f"sicell emulator: {e}")
         return 1
 
