@@ -584,8 +584,9 @@ def test_ranges_default_and_override() -> None:
     text = HEAD + CC_LITH + "current_ua = 56.7\nuntil_v = 0.01\n"
     text += '[[step]]\nkind = "cv"\nhold_v = 0.01\nuntil_current_ua = 1\n'
     text += CC_LITH.replace('"lith"', '"l2"') + 'current_ua = 5\nuntil_v = 0.01\nrange = "auto"\n'
+    text += CC_LITH.replace('"lith"', '"l3"') + "current_ua = 5\nuntil_v = 0.01\nrange = 2\n"
     _, steps = decode(parse_schedule(text).compile())
-    assert [s[0][1] for s in steps] == [1, wire.RANGE_AUTO, wire.RANGE_AUTO]
+    assert [s[0][1] for s in steps] == [wire.RANGE_AUTO] * 3 + [2]
 
 
 def test_conditional_limits_and_nested_loops() -> None:

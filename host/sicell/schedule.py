@@ -117,7 +117,9 @@ edge would trip the safety instead of ending the step).
 ``[control]``
 -------------
 ``tick_ms``        control-loop period (default 100 ms; 1..60000)
-``slow_tick_ms``   period during rest/OCV (default 1000 ms; ≥ tick_ms)
+``slow_tick_ms``   period while nothing is about to happen (default 1000 ms; ≥ tick_ms); the
+                   board runs at tick_ms in CV, at step starts, while debouncing a safety
+                   violation and when a voltage limit is near
 ``host_loss``      what the board does when its record buffer fills while the host is away:
                    ``"decimate"`` (default; drop every other old point, never step boundaries)
                    or ``"hold"`` (open the circuit and wait for the host)
@@ -157,9 +159,9 @@ End conditions (a step ends at the first one that holds; every step but ``loop``
 
 Other step keys:
 
-- ``range``      current range: ``"auto"`` or an index into the board's ranges (0 = smallest).
-  Default: ``cc`` and ``cccv`` use the smallest range that holds the set current, the others
-  autorange.
+- ``range``      current range: ``"auto"`` (default: the board takes the smallest range that
+  holds a CC set point and autoranges during CV phases and rests) or an index into the board's
+  ranges (0 = smallest), which locks the step to that range.
 - ``new_cycle``  ``true`` forces the cycle counter up at this step's start (normally the board
   counts a new cycle at each lithiation after a delithiation)
 - ``record``     per-step recording override, same keys as ``[recording]``
@@ -1203,13 +1205,9 @@ class Schedule:
                     **_step_kw(st, "range", st.range),
                 )
             return st.range
-        if current_a is None:
-            return wire.RANGE_AUTO
-        order = sorted(range(len(limits.ranges_a)), key=lambda i: limits.ranges_a[i])
-        for i in order:
-            if abs(current_a) <= limits.ranges_a[i] * (1 + 1e-9):
-                return i
-        return wire.RANGE_AUTO  # unreachable: the current was checked against the top range
+        # default: the board picks the smallest range holding a CC set point and autoranges
+        # in CV phases and rests
+        return wire.RANGE_AUTO
 
     def _ms(self, st: StepSpec, seconds: float, key: str = "duration") -> int:
         ms = s_to_ms(seconds)
