@@ -76,13 +76,15 @@ def build_run(
     seed: int = 0,
     meta: dict[str, Any] | None = None,
     final_rest: bool = True,
+    cycle_ocv: Callable[[int], Callable[[FloatArray], FloatArray]] | None = None,
 ) -> RunData:
     """Samples of the given cycles. The working-electrode potential is
     ``E_eq(x) ∓ (I·R + h/2)`` (− on lithiation, + on delithiation); at rest it is ``E_eq(x)``.
     A current step's samples are evenly spaced from its first to its last point, so its
     capacity is exactly I × (t_last − t_first); its first point comes ``gap_s`` after the
-    preceding rest's last point."""
-    ocv = ocv or si_like_ocv()
+    preceding rest's last point. ``cycle_ocv(k)`` (k from 0) gives each cycle its own E(x)."""
+    base_ocv: Callable[[FloatArray], FloatArray] = ocv or si_like_ocv()
+    cur_ocv = base_ocv
     rng = np.random.default_rng(seed)
     cols: dict[str, list[FloatArray]] = {k: [] for k in ("t", "we", "i", "q", "step", "cyc", "fl")}
     t_now = 0.0
@@ -104,11 +106,12 @@ def build_run(
     def rest(step: int, cyc: int) -> None:
         nonlocal t_now
         t = t_now + np.linspace(0.0, rest_s, rest_points)
-        e = float(ocv(np.array([x_state]))[0])
+        e = float(cur_ocv(np.array([x_state]))[0])
         add(t, np.full(rest_points, e), 0.0, np.zeros(rest_points), step, cyc)
         t_now = float(t[-1])
 
     for k, c in enumerate(cycles):
+        cur_ocv = cycle_ocv(k) if cycle_ocv is not None else base_ocv
         # lithiation
         rest(0, k)
         dur = c.lith_ah / c.lith_current_a * 3600.0
@@ -116,7 +119,7 @@ def build_run(
         q = c.lith_current_a * (t - t[0]) / 3600.0
         x0 = x_state
         x = x0 + q / c.lith_ah * (1.0 - x0) if c.lith_ah > 0 else np.full_like(q, x0)
-        we = ocv(x) - (c.lith_current_a * c.r_ohm + hysteresis_v / 2)
+        we = cur_ocv(x) - (c.lith_current_a * c.r_ohm + hysteresis_v / 2)
         add(t, we, c.lith_current_a, q, 1, k)
         t_now = float(t[-1]) + 0.0
         x_state = float(x[-1])
@@ -126,7 +129,7 @@ def build_run(
         t = t_now + gap_s + np.linspace(0.0, dur, points_per_step)
         q = c.delith_current_a * (t - t[0]) / 3600.0
         x = x_state - q / c.lith_ah if c.lith_ah > 0 else np.full_like(q, x_state)
-        we = ocv(x) + (c.delith_current_a * c.r_ohm + hysteresis_v / 2)
+        we = cur_ocv(x) + (c.delith_current_a * c.r_ohm + hysteresis_v / 2)
         add(t, we, -c.delith_current_a, -q, 3, k)
         t_now = float(t[-1])
         x_state = 0.0  # next lithiation starts from the delithiated state

@@ -252,10 +252,25 @@ def _peak_section(r: _RunResult) -> str:
     out = _table(header, rows)
     d = r.drift
     if d is not None:
+
+        def part(name: str, mv: float | None, sp: tuple[int, int] | None) -> str:
+            if mv is None or sp is None:
+                return f"{name} –"
+            where = "" if sp == (d.first_cycle, d.last_cycle) else f" (cycles {sp[0]}–{sp[1]})"
+            return f"{name} {mv:+.1f} mV{where}"
+
         out += (
-            f"<p>Peak drift from cycle {d.first_cycle} to {d.last_cycle}: lithiation "
-            f"{_fmt(d.lith_mv, '+.1f', 'mV')}, delithiation {_fmt(d.delith_mv, '+.1f', 'mV')}, "
-            f"separation {_fmt(d.separation_mv, '+.1f', 'mV')}.</p>"
+            f"<p>Peak drift from cycle {d.first_cycle} to {d.last_cycle}: "
+            + ", ".join(
+                [
+                    part("lithiation", d.lith_mv, d.lith_span),
+                    part("delithiation", d.delith_mv, d.delith_span),
+                    part("separation", d.separation_mv, d.separation_span),
+                ]
+            )
+            + ".</p>"
+            '<p class="muted">Each later cycle follows the peak nearest to the previous '
+            "cycle's (a peak that moved past the cut-off is left blank).</p>"
         )
     return out
 
