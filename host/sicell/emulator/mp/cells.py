@@ -90,8 +90,9 @@ Results (tests/test_cells.py; 0.1 mA/cm2, 0.01-1.2 V vs Li, 1 h rests, dt 30 s):
   R_el = 0 the IR-free capacities are unchanged.  Dense films' dQ/dV peaks
   drift apart (R_grow after 100 cycles: thin-dense +180, thick-dense +680 ohm.cm2).
 
-Cost per advance()+voltage() call, 100k calls, changing current (x86-64):
-CPython 3.11 ~1.0 us, MicroPython unix (192K heap) ~3.4 us; RC 0.25 / 0.75 us.
+Cost per advance()+voltage() call (100k calls, dt 1 s, best of 5, x86-64):
+Si film CPython 3.11 0.7 us (0.5 us at constant current), MicroPython unix
+with a 192K heap 2.5 us (1.6 us); RC 0.23 us / 0.75 us.
 MicroPython puts the frame of a function with more than ~11 words of locals
 plus value stack on the heap, and that allocation then scans all garbage since
 the last GC (voltage() went from 3 us to 100+ us on a 16M heap): keep the
