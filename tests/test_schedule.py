@@ -707,3 +707,26 @@ def test_schedule_is_a_dataclass_with_source() -> None:
     assert isinstance(sched, Schedule)
     assert sched.source_text == text
     assert math.isclose(sched.resistance_ohm or 0, 250)
+
+
+def test_step_rows_and_estimate_do_not_need_board_limits() -> None:
+    """An over-limit schedule still yields step rows (compile is the gate)."""
+    text = HEAD + CC_LITH + "current_ma = 20\nuntil_v = 3.0\nrange = 7\n"
+    sched = parse_schedule(text)
+    assert sched.step_rows() == [(0, "cc", 0.02, 2.38, "lith")]
+    with pytest.raises(ScheduleValidationError):
+        sched.compile()
+
+
+def test_warnings() -> None:
+    text = HEAD + "[recording]\ndt_s = 0\ndv_mv = 0\n[control]\ntick_ms = 500\n"
+    text += '[[step]]\nlabel = "r"\nkind = "rest"\nuntil_dvdt_mv_h = 5\n'
+    text += '[[step]]\nlabel = "q"\nkind = "rest"\nduration_s = 5\nrecord = { dt_s = 0.1 }\n'
+    ws = parse_schedule(text).warnings()
+    joined = "\n".join(ws)
+    assert "no [safety] v_min/v_max" in joined and "no [safety] i_max" in joined
+    assert "step 0 ('r', rest): every recording criterion is off" in joined
+    assert "step 0 ('r', rest): until_dvdt_mv_h (1.39 µV/s = 5 mV/h) is sent as 1 µV/s" in joined
+    assert "step 1 ('q', rest): record dt_s = 0.1 s is shorter than the control tick" in joined
+    for name in ("paper-cycling", "paper-rate", "rc-check"):
+        assert load_schedule(EXAMPLES / f"{name}.toml").warnings() == []

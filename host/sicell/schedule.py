@@ -971,10 +971,17 @@ class Schedule:
             )
         return v
 
-    def _resolve(self, limits: BoardLimits = DEFAULT_LIMITS) -> list[ResolvedStep]:
+    def _resolve(self, limits: BoardLimits | None = DEFAULT_LIMITS) -> list[ResolvedStep]:
+        """Steps in board terms. ``limits=None`` resolves units and labels only (no hardware,
+        safety or compliance checks), for ``step_rows`` and estimates."""
         labels = self._labels()
-        window = self._safety_window(limits)
-        imax_safety = self.safety.i_max_a if self.safety.i_max_a is not None else limits.i_max_a
+        if limits is None:
+            limits = _PERMISSIVE
+            window = (-math.inf, math.inf)
+            imax_safety = math.inf
+        else:
+            window = self._safety_window(limits)
+            imax_safety = self.safety.i_max_a if self.safety.i_max_a is not None else limits.i_max_a
         out: list[ResolvedStep] = []
         for st in self.steps:
             out.append(self._resolve_step(st, labels, limits, window, imax_safety))
@@ -1055,7 +1062,7 @@ class Schedule:
             cutoff = self._check_potential(st, st.until_v, limits, window, "cutoff")
 
         # compliance
-        if current_a is not None and self.resistance_ohm is not None:
+        if current_a is not None and self.resistance_ohm is not None and limits is not _PERMISSIVE:
             drop = abs(current_a) * self.resistance_ohm
             edge = max(abs(window[0]), abs(window[1]))
             if drop + edge > limits.compliance_v:
@@ -1189,6 +1196,8 @@ class Schedule:
         if st.range == "auto":
             return wire.RANGE_AUTO
         if isinstance(st.range, int):
+            if limits is _PERMISSIVE:
+                return st.range
             if st.range >= len(limits.ranges_a):
                 raise _err(
                     where,
@@ -1441,7 +1450,7 @@ class Schedule:
         potential (cv, cccv) or the CC cutoff (cc); ``label`` is "" when the step has none.
         Raises ``ScheduleValidationError`` when a unit cannot be resolved (missing area...)."""
         rows: list[tuple[int, str, float | None, float | None, str]] = []
-        for r in self._resolve(_permissive(DEFAULT_LIMITS)):
+        for r in self._resolve(None):
             v = r.v_set_v if r.v_set_v is not None else r.cutoff_v
             i = None if r.current_a is None else a_to_na(r.current_a) / 1e9
             rows.append((r.index, r.kind, i, None if v is None else v_to_uv(v) / 1e6, r.label))
@@ -1469,7 +1478,7 @@ class Schedule:
         CV tails and dV/dt rests guessed at 1 h; loops multiplied out, conditional gotos
         ignored. None when a step cannot be estimated."""
         try:
-            resolved = self._resolve(_permissive(DEFAULT_LIMITS))
+            resolved = self._resolve(None)
         except ScheduleValidationError:
             return None
         per: list[float | None] = [self._estimate_step(r) for r in resolved]
@@ -1523,13 +1532,26 @@ class Schedule:
         return min(cands) if cands else None
 
     def warnings(self, limits: BoardLimits = DEFAULT_LIMITS) -> list[str]:
-        """Things that compile but deserve a second look (rounding, defaults)."""
+        """Things that compile but deserve a second look (rounding, defaults, recording)."""
         out: list[str] = []
+        tick_s = self.control.tick_ms / 1000
         if self.safety.v_min is None or self.safety.v_max is None:
             out.append("no [safety] v_min/v_max: the board's hardware window is the only guard")
         if self.safety.i_max_a is None:
             out.append(f"no [safety] i_max: the top range ({limits.i_max_a * 1e3:g} mA) is used")
         for st in self.steps:
+            if st.kind != "loop":
+                rec = self._record(st)
+                if not any(rec):
+                    out.append(
+                        f"{st.where()}: every recording criterion is off; only the step's "
+                        "first and last points are recorded"
+                    )
+                elif 0 < rec[0] < self.control.tick_ms:
+                    out.append(
+                        f"{st.where()}: record dt_s = {rec[0] / 1000:g} s is shorter than the "
+                        f"control tick ({tick_s:g} s); points come at most once per tick"
+                    )
             vals: list[tuple[str, float]] = []
             if st.until_dvdt_v_s is not None:
                 vals.append((st.dvdt_key or "until_dvdt", st.until_dvdt_v_s))
@@ -1547,9 +1569,8 @@ class Schedule:
         return out
 
 
-def _permissive(limits: BoardLimits) -> BoardLimits:
-    """Limits wide enough that resolution only fails on missing inputs (for step_rows)."""
-    return BoardLimits(-1e6, 1e6, 1e9, (max(limits.ranges_a[-1:] or (1.0,)) * 1e6,))
+_PERMISSIVE = BoardLimits(-1e9, 1e9, math.inf, (math.inf,))
+"""Limits that never refuse anything (resolution without checks)."""
 
 
 # ---- parsing -----------------------------------------------------------------------------
