@@ -149,6 +149,7 @@ def plot_capacity_ce(
     fig = Figure(figsize=(6.5, 6.0), layout="constrained")
     ax_c, ax_e = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
     ce_vals: list[float] = []
+    all_ce: list[float] = []
     any_rows = False
     for color, t, name in zip(_run_colors(len(tables)), tables, names, strict=True):
         if not t.rows:
@@ -161,6 +162,7 @@ def plot_capacity_ce(
         ce = 100.0 * t.column("ce")
         ax_e.plot(cyc, ce, "o-", color=color, ms=ms - 1, lw=0.8, label=name)
         ce_vals.extend(ce[1:].tolist() if len(ce) > 1 else ce.tolist())
+        all_ce.extend(ce[np.isfinite(ce)].tolist())
     if not any_rows:
         _no_data(ax_c)
     ax_c.set_ylabel(f"Capacity / {_UNIT_LABEL[unit]}")
@@ -176,11 +178,28 @@ def plot_capacity_ce(
         ax_c.legend(handles=h, frameon=False, fontsize="small", ncols=2)
     ax_e.set_ylabel("Coulombic efficiency / %")
     ax_e.set_xlabel("Cycle number")
-    finite = [v for v in ce_vals if np.isfinite(v)]
-    if finite:
-        lo, hi = min(finite), max(finite)
-        pad = max(0.1, 0.15 * (hi - lo))
-        ax_e.set_ylim(lo - pad, max(100.0, hi) + pad)
+    finite = np.array([v for v in ce_vals if np.isfinite(v)])
+    if finite.size:
+        # Zoom on the steady state: the first cycles' low CE (SEI) would flatten the rest.
+        # The axis starts near the 10th percentile of cycles ≥ 2; points below are counted.
+        hi = float(finite.max())
+        lo = float(np.percentile(finite, 10))
+        pad = max(0.05, 0.15 * (max(100.0, hi) - lo))
+        bottom = lo - pad
+        if float(finite.min()) >= bottom - pad:
+            bottom = float(finite.min()) - pad
+        ax_e.set_ylim(bottom, max(100.0, hi) + pad)
+        n_below = int(np.sum(np.array(all_ce) < bottom))
+        if n_below:
+            ax_e.text(
+                0.99,
+                0.03,
+                f"{n_below} point{'s' if n_below > 1 else ''} below the axis (early cycles)",
+                transform=ax_e.transAxes,
+                ha="right",
+                fontsize="x-small",
+                color="0.4",
+            )
     ax_e.axhline(100.0, color="0.6", lw=0.6, ls=":")
     ax_c.set_title("Capacity and Coulombic efficiency")
     save(fig, path)

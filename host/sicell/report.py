@@ -356,10 +356,12 @@ def write_report(
     parts.append("<h2>Overview</h2>")
     parts.append(_overview(results))
     cap_png = "capacity_ce.png"
+    # Rate tests change the current every cycle: compare them only when nothing else is there.
+    cyc = [r for r in results if not r.rate_test] or results
     plots.plot_capacity_ce(
-        [r.run for r in results],
-        labels=[r.label for r in results],
-        tables=[r.table for r in results],
+        [r.run for r in cyc],
+        labels=[r.label for r in cyc],
+        tables=[r.table for r in cyc],
         path=out / cap_png,
     )
     parts.append(_figure(cap_png, "Capacity and Coulombic efficiency vs cycle"))
