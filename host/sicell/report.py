@@ -59,7 +59,9 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 0) 
         cls = ' class="l"' if k < left else ""
         return f"<{tag}{cls}>{html.escape(text)}</{tag}>"
 
-    out = ["<table>", "<tr>" + "".join(cell("th", k, h) for k, h in enumerate(header)) + "</tr>"]
+    out = ["<table>"]
+    if any(header):
+        out.append("<tr>" + "".join(cell("th", k, h) for k, h in enumerate(header)) + "</tr>")
     for r in rows:
         out.append("<tr>" + "".join(cell("td", k, c) for k, c in enumerate(r)) + "</tr>")
     out.append("</table>")
