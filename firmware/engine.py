@@ -1,0 +1,549 @@
+# Schedule engine: runs the uploaded schedule on the board, tick by tick.
+#
+# One ``tick()`` = read ADC (frontend.measure) -> integrate charge -> safety limits (debounced) ->
+# step control (CC / CV / CC-CV / rest / OCV) -> step limits (next, goto, end) -> recording into
+# the ring -> plan the next tick. The tick works in integers only (µV, nA, nAh, ms) and does not
+# allocate (checked with micropython.heap_lock in tests/test_engine.py); anything that allocates
+# (flash writes, schedule parsing) happens outside it, driven by main.py through ``persist_dirty``.
+#
+# Timing: the schedule header gives a fast control tick (``tick_ms``) and a slow tick
+# (``slow_tick_ms``). The engine runs at the fast tick during CV, at every step's first ticks,
+# while a safety violation is being debounced, and when a voltage limit (or the CC->CV switch)
+# is predicted to be crossed within SLOW_HORIZON slow ticks from the measured dV/dt; otherwise at
+# the slow tick. Next to that it lands ticks on predicted voltage crossings, on time limits, on
+# the recording interval and on the end of the safety debounce, so cutoffs overshoot far less than
+# one tick of dV.
+#
+# Conventions (DESIGN §5): + current = lithiation. A step's direction is the sign of its current
+# (CV: of the current it needs, from v_set vs the cell voltage and the learned plant sign); a
+# half-cycle is a run of steps with the same direction (rest/OCV/loop do not change it); the cycle
+# counter starts at 0 and increments at the start of a lithiation step that follows a
+# delithiation, and on SF_NEW_CYCLE. LOOP: jumps back to loop_target loop_count more times (the
+# body runs loop_count + 1 times); counters are per LOOP step and reset when the loop completes
+# or when a GOTO leaves its body.
+#
+# Coulomb counting: trapezoid over the measured current on intervals where the set point did not
+# change; an interval that starts with a set-point change (step start, CV update, resume) is
+# integrated with the current measured at its end (the source held that current over the
+# interval). Exact integer arithmetic with remainders (nAh = nA*ms / 3,600,000), all
+# intermediates below 2**30 so nothing is boxed on the RP2040 either.
+
+from protocol import schedule as S
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+# run states (messages.ST_*)
+ST_IDLE = const(0)
+ST_LOADED = const(1)
+ST_RUNNING = const(2)
+ST_PAUSED = const(3)
+ST_DONE = const(4)
+ST_TRIPPED = const(5)
+ST_HOLD = const(6)
+ST_INTERRUPTED = const(7)
+ST_STOPPED = const(8)
+
+# step kinds (schedule.K_*)
+K_REST = const(0)
+K_CC = const(1)
+K_CV = const(2)
+K_CCCV = const(3)
+K_OCV = const(4)
+K_LOOP = const(5)
+
+# limit quantities / ops / actions (schedule.*)
+Q_V = const(1)
+Q_I = const(2)
+Q_ABS_I = const(3)
+Q_TIME = const(4)
+Q_ABS_Q = const(5)
+Q_DVDT = const(6)
+Q_TEMP = const(7)
+OP_LE = const(0)
+A_NEXT = const(0)
+A_GOTO = const(1)
+A_END = const(2)
+P_DECIMATE = const(0)
+RANGE_AUTO = const(0xFF)
+SF_NEW_CYCLE = const(1)
+TEMP_OFF = const(32767)
+
+# sample flags (messages.F_*)
+F_STEP_FIRST = const(0x01)
+F_STEP_LAST = const(0x02)
+F_CV = const(0x04)
+F_OPEN = const(0x08)
+F_CLIPPED = const(0x10)
+F_RANGE = const(0x20)
+
+# event codes (messages.EV_*) and reasons
+EV_RUN_START = const(1)
+EV_RUN_END = const(2)
+EV_STEP_START = const(3)
+EV_STEP_END = const(4)
+EV_CUTOFF = const(5)
+EV_LIMIT = const(6)
+EV_SAFETY = const(7)
+EV_HOST_LOSS = const(8)
+EV_ERROR = const(9)
+EV_INTERRUPTED = const(10)
+EV_PAUSED = const(11)
+EV_RESUMED = const(12)
+EV_RANGE = const(13)
+EV_DECIMATED = const(14)
+EV_STOPPED = const(15)
+RE_COMPLETE = const(0)
+RE_LIMIT = const(1)
+RE_SAFETY = const(2)
+RE_HOST = const(3)
+RE_HOLD = const(4)
+SE_ABORT = const(0)  # step cut short by a safety trip or a firmware error (value = SF_* / err)
+SE_TIME = const(1)
+SE_LIMIT = const(2)
+SE_CUTOFF = const(3)
+SE_CURRENT = const(4)
+SE_DVDT = const(5)
+SE_CHARGE = const(6)
+SE_HOST = const(7)
+SF_VMIN = const(1)
+SF_VMAX = const(2)
+SF_IMAX = const(3)
+SF_TEMP = const(4)
+SF_COMPLIANCE = const(5)
+
+# NACK codes (messages.E_*) returned by the run-control calls
+E_STATE = const(5)
+E_NO_SCHEDULE = const(9)
+
+# firmware error ids (EV_ERROR reason, NACK E_INTERNAL detail)
+ERR_TICK = const(1)
+ERR_LINK = const(2)
+ERR_FLASH = const(3)
+ERR_FRONTEND = const(4)
+ERR_LOOP = const(5)
+ERR_SCHEDULE = const(6)
+
+# tuning
+MIN_TICK_MS = const(5)  # shortest control tick a schedule may ask for
+SLOW_HORIZON = const(3)  # go fast when a V limit is predicted within this many slow ticks
+NEAR_UV = const(2000)  # ... or closer than this
+FIRST_FAST_TICKS = const(3)  # fast ticks at each step start
+CV_ARM_TICKS = const(10)  # current-decay limits of a CV phase armed after this many ticks
+ID_MIN_DV = const(2000)  # µV: smallest voltage response used to identify the plant
+DVDT_MIN_MS = const(1000)  # |dV/dt| window: recorded intervals shorter than this are merged
+DVDT_MAX_MS = const(60000)  # ... and it is refreshed at least this often
+REC_CAP_MS = const(1000000000)
+DV_CLAMP = const(1000000)  # |dV| clamp before *1000 (keeps products < 2**30)
+IDLE_TICK_MS = const(1000)
+HOLD_RESUME_DIV = const(4)  # resume from HOLD when capacity/4 slots are free again
+R_MAX = const(10000000)  # Ω, CV plant estimate bounds
+NQ1 = const(7200)  # 7,200,000 = 7200 * 1000 (2 * 3,600,000: trapezoid sums are doubled)
+
+
+class _Clock:
+    # ticks_* from the time module (MicroPython), or a monotonic fallback on CPython.
+
+    def __init__(self):
+        import time
+
+        self._t = time
+        if not hasattr(time, "ticks_ms"):
+            self.ticks_ms = self._cp_ms
+
+    def ticks_ms(self):
+        return self._t.ticks_ms()
+
+    def _cp_ms(self):
+        return int(self._t.monotonic() * 1000) & 0x3FFFFFFF
+
+    def ticks_diff(self, a, b):
+        return ((a - b + 0x20000000) & 0x3FFFFFFF) - 0x20000000
+
+    def ticks_add(self, a, b):
+        return (a + b) & 0x3FFFFFFF
+
+
+def cfg_get(cfg, key, default, alt=None):
+    # board config value: top level, then under "limits" (board.json), then ``alt`` names
+    for k in (key, alt):
+        if k is None:
+            continue
+        try:
+            v = cfg[k]
+            if v is not None:
+                return v
+        except Exception:
+            pass
+        try:
+            v = cfg["limits"][k]
+            if v is not None:
+                return v
+        except Exception:
+            pass
+    return default
+
+
+class Engine:
+    def __init__(self, fe, clock=None, cfg=None, ring=None):
+        if ring is None:
+            import ring as _ring
+
+            ring = _ring.Ring()
+        self.fe = fe
+        self.clk = clock if clock is not None else _Clock()
+        self.ring = ring
+        cfg = cfg if cfg is not None else {}
+        self.fs = tuple(fe.full_scale_nA)
+        self.n_ranges = len(self.fs)
+        self.top = self.fs[self.n_ranges - 1]
+        self.hw_v_min = int(cfg_get(cfg, "v_min_uV", getattr(fe, "v_min_uV", -(2**31))))
+        self.hw_v_max = int(cfg_get(cfg, "v_max_uV", getattr(fe, "v_max_uV", 2**31 - 1)))
+        self.compliance = int(cfg_get(cfg, "compliance_uV", getattr(fe, "compliance_uV", 0)))
+        self.has_temp = hasattr(fe, "temp_dC")
+        self.state = ST_IDLE
+        self.run_id = 0
+        self.blob = None
+        self.steps = None
+        self.n_steps = 0
+        self.loopc = None
+        self.loop_idx = ()
+        self.policy = 0
+        self.tick_ms = 100
+        self.slow_ms = 1000
+        self.deb = 0
+        self.vmin = self.hw_v_min
+        self.vmax = self.hw_v_max
+        self.imax = self.top
+        self.tmax = TEMP_OFF
+        self.persist_dirty = False
+        self.active = False  # a run is in progress (persisted: survives resets)
+        self.errors = 0
+        self.reset_cause = 0
+        self._reset_run()
+        self.t_last = self.clk.ticks_ms()
+        self.due = self.t_last
+        self.v = 0
+        self.i = 0
+        self.range = fe.range
+        self.n_ticks = 0
+
+    # ==== schedule ======================================================================
+    def load(self, blob):
+        # Validate and take a schedule blob (bytes). Raises schedule.ScheduleError.
+        hdr, steps = S.decode(blob, self.n_ranges, self.hw_v_min, self.hw_v_max, self.top)
+        policy, tick, slow, deb, vmin, vmax, imax, tmax = hdr
+        if tick < MIN_TICK_MS:
+            raise S.ScheduleError(S.ERR_TICK, -1, "tick below " + str(MIN_TICK_MS) + " ms")
+        out = []
+        loops = []
+        for s in range(len(steps)):
+            st, limits = steps[s]
+            kind, rng, flags, iset, vset, ltgt, lcnt, rdt, rdv, rdi, rdq = st
+            lims = []
+            for q, op, act, val, tgt in limits:
+                lims.append((q, op, act, val, tgt, val // 1000, val % 1000))
+            if kind == K_LOOP:
+                loops.append(s)
+            if (kind == K_CC or kind == K_CCCV) and rng != RANGE_AUTO:
+                if iset > self.fs[rng] or -iset > self.fs[rng]:
+                    raise S.ScheduleError(S.ERR_CURRENT, s, "beyond range " + str(rng))
+            out.append(
+                (
+                    kind,
+                    rng,
+                    flags,
+                    iset,
+                    vset,
+                    ltgt,
+                    lcnt,
+                    min(rdt, REC_CAP_MS),
+                    min(rdv, 2**30 - 1),
+                    min(rdi, 2**30 - 1),
+                    min(rdq, 2**30 - 1),
+                    tuple(lims),
+                )
+            )
+        self.blob = bytes(blob)
+        self.steps = tuple(out)
+        self.n_steps = len(out)
+        self.loopc = [0] * len(out)
+        self.loop_idx = tuple(loops)
+        self.policy = policy
+        self.tick_ms = tick
+        self.slow_ms = slow
+        self.deb = deb
+        self.vmin = vmin
+        self.vmax = vmax
+        self.imax = imax
+        self.tmax = tmax
+        if self.state in (ST_IDLE, ST_LOADED, ST_DONE, ST_TRIPPED, ST_STOPPED):
+            self.state = ST_LOADED
+        return hdr, steps
+
+    # ==== run control (called from the link, outside the tick) ==========================
+    def _reset_run(self):
+        self.step = 0
+        self.kind = K_REST
+        self.cycle = 0
+        self.hc_dir = 0
+        self.q_step = 0
+        self.q_hc = 0
+        self.q_cyc_pos = 0
+        self.q_cyc_neg = 0
+        self.q_r1 = 0
+        self.q_r2 = 0
+        self.rt_s = 0
+        self.rt_ms = 0
+        self.st_s = 0
+        self.st_ms = 0
+        self.step_ticks = 0
+        self.rec_ms = 0
+        self.first_pending = False
+        self.rec_v = 0
+        self.rec_i = 0
+        self.rec_q = 0
+        self.rec_range = -1
+        self.i_fresh = True
+        self.i_last = 0
+        self.i_f = 0
+        self.v_last = 0
+        self.slope = 0
+        self.slope_ok = False
+        self.dv_v = 0
+        self.dv_ms = 0
+        self.dvdt = 0
+        self.dvdt_ok = False
+        self.sf_ms = -1
+        self.sf_code = 0
+        self.i_cmd = 0
+        self.i_set = 0
+        self.v_set = 0
+        self.rng_sel = RANGE_AUTO
+        self.flags = 0
+        self.lims = ()
+        self.rdt = 0
+        self.rdv = 0
+        self.rdi = 0
+        self.rdq = 0
+        self.cv = False
+        self.cv_down = False
+        self.cv_ticks = 0
+        self.cv_probe = 0
+        self.cv_p = 0
+        self.cv_pv = 0
+        self.cv_pi = 0
+        self.cv_e0 = 0
+        self.vl_ok = False
+        self.i_int = 0
+        self.cv_alt = 0
+        self.cv_last_di = 0
+        self.r_est = 0  # Ω, 0 = unknown
+        self.h_rate = 0  # Ω per second of tick  (h = h_rate * P_ms / 1000)
+        self.sign = -1  # dV/dI sign of the load (+I = lithiation lowers V)
+        self.id_pending = False
+        self.id_v = 0
+        self.id_i = 0
+        self.open = True
+        self.loop_guard = 0
+
+    def start(self, run_id):
+        # START: returns 0 or (code, detail) for a NACK.
+        if self.steps is None:
+            return E_NO_SCHEDULE, 0
+        if self.state not in (ST_LOADED, ST_DONE, ST_STOPPED, ST_TRIPPED):
+            return E_STATE, self.state
+        self._reset_run()
+        for k in range(self.n_steps):
+            self.loopc[k] = 0
+        self.run_id = run_id & 0xFFFFFFFF
+        self.state = ST_RUNNING
+        self.active = True
+        now = self.clk.ticks_ms()
+        self.t_last = now
+        self.fe.measure()
+        self.v = self.fe.v_uV
+        self.i = self.fe.i_nA
+        self.v_last = self.v
+        self._event(EV_RUN_START, 0, self.run_id, 0)
+        self._goto(0, -1)
+        self.persist_dirty = True
+        return 0
+
+    def pause(self):
+        if self.state != ST_RUNNING:
+            return E_STATE, self.state
+        self.fe.safe()
+        self.open = True
+        self.state = ST_PAUSED
+        self._event(EV_PAUSED, 0, self.step, 0)
+        return 0
+
+    def resume(self):
+        st = self.state
+        if st == ST_PAUSED or st == ST_HOLD:
+            self._reconnect()
+            self.state = ST_RUNNING
+            self._event(EV_RESUMED, RE_HOLD if st == ST_HOLD else 0, self.step, 0)
+            self._due(self.tick_ms)
+            return 0
+        if st == ST_INTERRUPTED:
+            if self.steps is None:
+                return E_NO_SCHEDULE, 0
+            self.state = ST_RUNNING
+            self.t_last = self.clk.ticks_ms()
+            self._event(EV_RESUMED, 0, self.step, 0)
+            self._enter(self.step)
+            self.persist_dirty = True
+            return 0
+        return E_STATE, st
+
+    def stop(self):
+        st = self.state
+        if st not in (ST_RUNNING, ST_PAUSED, ST_HOLD, ST_INTERRUPTED):
+            return E_STATE, st
+        self.fe.safe()
+        self.open = True
+        if st != ST_INTERRUPTED:
+            self._sample(F_STEP_LAST | F_OPEN, True)
+            self._event(EV_STEP_END, SE_HOST, 0, self.q_step)
+        self._event(EV_STOPPED, 0, self.run_id, 0)
+        self._event(EV_RUN_END, RE_HOST, self.run_id, 0)
+        self.state = ST_STOPPED
+        self.active = False
+        self.persist_dirty = True
+        return 0
+
+    def fault(self, err, detail=0):
+        # Unexpected exception in the loop: safe state, EV_ERROR, run ends (no crash loop).
+        try:
+            self.fe.safe()
+        except Exception:
+            pass
+        self.open = True
+        self.errors += 1
+        self._event(EV_ERROR, err, detail, self.errors)
+        if self.state in (ST_RUNNING, ST_PAUSED, ST_HOLD):
+            self._event(EV_STEP_END, SE_ABORT, err, self.q_step)
+            self._event(EV_RUN_END, RE_SAFETY, self.run_id, 0)
+            self.state = ST_TRIPPED
+            self.active = False
+            self.persist_dirty = True
+
+    def interrupted(self, snap, cause):
+        # Boot after a reset during a run: stay safe, ST_INTERRUPTED, queue EV_INTERRUPTED.
+        self._reset_run()
+        self.run_id = snap.get("run", 0)
+        self.step = snap.get("step", 0)
+        if self.steps is None or self.step >= self.n_steps:
+            self.step = 0
+        loops = snap.get("loops", ())
+        for k in range(min(len(loops), self.n_steps)):
+            self.loopc[k] = loops[k]
+        self.cycle = snap.get("cycle", 0)
+        self.hc_dir = snap.get("hc", 0)
+        self.q_hc = snap.get("qhc", 0)
+        self.q_cyc_pos = snap.get("qcp", 0)
+        self.q_cyc_neg = snap.get("qcn", 0)
+        self.rt_s = snap.get("t", 0)
+        self.r_est = snap.get("r", 0)
+        self.h_rate = snap.get("h", 0)
+        self.sign = snap.get("sign", -1)
+        self.state = ST_INTERRUPTED
+        self.active = True
+        self.reset_cause = cause
+        self._event(EV_INTERRUPTED, cause, self.run_id, self.step)
+
+    def snapshot(self):
+        # What survives a reset (runstate.py writes it at step starts).
+        return {
+            "run": self.run_id,
+            "active": self.active,
+            "step": self.step,
+            "loops": list(self.loopc) if self.loopc else [],
+            "cycle": self.cycle,
+            "hc": self.hc_dir,
+            "qhc": self.q_hc,
+            "qcp": self.q_cyc_pos,
+            "qcn": self.q_cyc_neg,
+            "r": self.r_est,
+            "h": self.h_rate,
+            "sign": self.sign,
+        }
+
+    # ==== the tick ======================================================================
+    def due_in(self, now):
+        return self.clk.ticks_diff(self.due, now)
+
+    def _due(self, delay):
+        self.due = self.clk.ticks_add(self.t_last, delay)
+
+    def tick(self):
+        clk = self.clk
+        now = clk.ticks_ms()
+        dt = clk.ticks_diff(now, self.t_last)
+        if dt < 0:
+            dt = 0
+        self.t_last = now
+        self.n_ticks += 1
+        st = self.state
+        if st == ST_RUNNING or st == ST_PAUSED or st == ST_HOLD:
+            ms = self.rt_ms + dt
+            if ms >= 1000:
+                self.rt_s += ms // 1000
+                ms %= 1000
+            self.rt_ms = ms
+        if st != ST_RUNNING:
+            self._idle(st)
+            return
+        while dt > 60000:  # a stalled loop: integrate in bounded pieces
+            self._run(60000, False)
+            if self.state != ST_RUNNING:
+                return
+            dt -= 60000
+        self._run(dt, True)
+
+    def _idle(self, st):
+        fe = self.fe
+        fe.measure()
+        self.v = fe.v_uV
+        self.i = fe.i_nA
+        self.range = fe.range
+        if st == ST_HOLD:
+            ring = self.ring
+            if ring.sample_room() >= ring.capacity // HOLD_RESUME_DIV:
+                self._reconnect()
+                self.state = ST_RUNNING
+                self._event(EV_RESUMED, RE_HOLD, self.step, ring.count)
+                self._due(self.tick_ms)
+                return
+            self._due(self.tick_ms)
+            return
+        self._due(IDLE_TICK_MS)
+
+    # ==== status ======================================================================
+    def status_flags(self):
+        f = 0
+        if self.cv and self.state == ST_RUNNING:
+            f |= F_CV
+        if self.open:
+            f |= F_OPEN
+        return f
+
+
+def _bind():
+    import engine_cv
+    import engine_run
+    import engine_step
+
+    for mod in (engine_run, engine_step, engine_cv):
+        for name in mod.NAMES:
+            setattr(Engine, name, getattr(mod, name))
+
+
+_bind()

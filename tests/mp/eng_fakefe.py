@@ -1,0 +1,269 @@
+"""Fake front end + virtual clock for engine tests (MicroPython and CPython).
+
+Same interface as firmware/frontend.py's Frontend (ints in µV / nA). The cell is integrated
+exactly in integers from the clock at every call: charge in nA·ms, so a test can compare the
+board's coulomb counter with the truth. Sign convention (DESIGN §5, and what a real front end
+sees on any passive load): positive current = lithiation, lowers the cell voltage.
+
+Models:
+  * "rc":  V = v0 - q/C - R*I             (C in µF, R in Ω)
+  * "si":  V = OCV(q) - R*I - v_pol        OCV piecewise linear over charge (nAh table),
+           v_pol a first-order polarisation (r2 Ω, tau2 ms) - an Si-like thin film.
+Nothing here allocates per call (so heap_lock tests cover the engine, not the fake), unless a
+trace list is attached.
+"""
+
+TICKS_MAX = 0x3FFFFFFF
+TICKS_HALF = 0x20000000
+
+
+class Clock:
+    """Virtual ticks_ms clock with MicroPython's wrap-around (2**30)."""
+
+    def __init__(self, start=0):
+        self.t = start  # absolute ms (unbounded)
+
+    def ticks_ms(self):
+        return self.t & TICKS_MAX
+
+    def ticks_diff(self, a, b):
+        return ((a - b + TICKS_HALF) & TICKS_MAX) - TICKS_HALF
+
+    def ticks_add(self, a, b):
+        return (a + b) & TICKS_MAX
+
+    def sleep_ms(self, n):
+        if n > 0:
+            self.t += n
+
+    def advance(self, n):
+        self.t += n
+
+
+# Si-like lithiation curve of a 0.34 mAh thin film (0.6 mAh/cm2 x 0.567 cm2) in cell volts vs
+# In-Li (vs Li minus 0.62 V): (charge nAh, OCV µV). Steep at both ends.
+SI_CAP_NAH = 340000
+SI_TABLE = (
+    (-40000, 1100000),
+    (0, 580000),  # 1.2 V vs Li
+    (17000, -220000),  # 0.40
+    (100000, -370000),  # 0.25
+    (240000, -500000),  # 0.12
+    (306000, -550000),  # 0.07
+    (340000, -610000),  # 0.01
+    (360000, -900000),  # lithium plating region, very steep
+    (380000, -1500000),
+)
+
+
+class Frontend:
+    n_ranges = 4
+
+    def __init__(
+        self,
+        cfg=None,
+        i2c=None,
+        clock=None,
+        model="rc",
+        r_ohm=250,
+        c_uf=1000000,
+        v0_uv=500000,
+        q0_nah=0,
+        r2_ohm=0,
+        tau2_ms=0,
+        noise_uv=0,
+        noise_na=0,
+        lsb_uv=0,
+        dac_bits=16,
+        full_scale=(10000, 100000, 1000000, 10000000),
+        i_offset_na=0,
+        seed=12345,
+    ):
+        self.clock = clock if clock is not None else Clock()
+        self.full_scale_nA = tuple(full_scale)
+        self.n_ranges = len(self.full_scale_nA)
+        self.range = self.n_ranges - 1
+        self.autorange = False
+        self.v_uV = 0
+        self.i_nA = 0
+        self.clipped = False
+        self.connected = False
+        self.model = model
+        self.r = r_ohm
+        self.c = c_uf
+        self.v0 = v0_uv
+        self.q = q0_nah * 3600000  # nA*ms
+        self.r2 = r2_ohm
+        self.tau2 = tau2_ms
+        self.vpol = 0  # µV
+        self.noise_uv = noise_uv
+        self.noise_na = noise_na
+        self.lsb = lsb_uv
+        self.dac_bits = dac_bits
+        self.i_off = i_offset_na
+        self.seed = seed
+        self.i_cmd = 0  # commanded (quantised) current
+        self.t_last = self.clock.t
+        self.cal = {}
+        self.saved = 0
+        self.n_measure = 0
+        self.n_set = 0
+        self.trace = None  # optional list of (t, v_true_before, i_before, i_after) at changes
+        self.fail_measure = False
+
+    # ---- model -------------------------------------------------------------------------
+    def i_flow(self):
+        return self.i_cmd if self.connected else 0
+
+    def _update(self):
+        now = self.clock.t
+        dt = now - self.t_last
+        if dt <= 0:
+            return
+        self.t_last = now
+        i = self.i_flow()
+        self.q += i * dt
+        if self.r2 and self.tau2:
+            # exact-enough first order step in integers: vpol -> r2*i/1000
+            target = self.r2 * i // 1000
+            if dt >= self.tau2 * 8:
+                self.vpol = target
+            else:
+                self.vpol += (target - self.vpol) * dt // (self.tau2 + dt)
+
+    def ocv(self):
+        if self.model == "rc":
+            return self.v0 - self.q // self.c
+        qn = self.q  # nA*ms
+        t = SI_TABLE
+        k = 1
+        n = len(t)
+        while k < n - 1 and qn > t[k][0] * 3600000:
+            k += 1
+        qa = t[k - 1][0] * 3600000
+        va = t[k - 1][1]
+        qb = t[k][0] * 3600000
+        vb = t[k][1]
+        return va + (vb - va) * (qn - qa) // (qb - qa)
+
+    def v_true(self):
+        i = self.i_flow()
+        return self.ocv() - self.r * i // 1000 - (self.vpol if self.connected else 0)
+
+    def q_nah(self):
+        return self.q // 3600000
+
+    def _rand(self, n):
+        if n <= 0:
+            return 0
+        self.seed = (self.seed * 1103515245 + 12345) & 0x7FFFFFFF
+        return (self.seed >> 8) % (2 * n + 1) - n
+
+    def _log(self, i_after):
+        if self.trace is not None:
+            self.trace.append((self.clock.t, self.v_true(), self.i_flow(), i_after))
+
+    # ---- interface ---------------------------------------------------------------------
+    def connect(self):
+        self._update()
+        if not self.connected:
+            self._log(self.i_cmd)
+        self.connected = True
+
+    def disconnect(self):
+        self._update()
+        if self.connected:
+            self._log(0)
+        self.connected = False
+
+    def set_range(self, idx):
+        if idx < 0 or idx >= self.n_ranges:
+            raise ValueError("range")
+        self._update()
+        self.range = idx
+        fs = self.full_scale_nA[idx]
+        if self.i_cmd > fs:
+            self.i_cmd = fs
+        elif self.i_cmd < -fs:
+            self.i_cmd = -fs
+
+    def _quant(self, i, rng):
+        fs = self.full_scale_nA[rng]
+        steps = 1 << (self.dac_bits - 1)
+        code = (i * steps + (fs >> 1)) // fs if i >= 0 else -((-i * steps + (fs >> 1)) // fs)
+        if code >= steps:
+            code = steps - 1
+        if code < -steps:
+            code = -steps
+        return code * fs // steps
+
+    def set_current(self, i_nA):
+        top = self.full_scale_nA[self.n_ranges - 1]
+        if i_nA > top or i_nA < -top:
+            raise ValueError("current above the top range")
+        self._update()
+        a = i_nA if i_nA >= 0 else -i_nA
+        if self.autorange:
+            r = 0
+            while r < self.n_ranges - 1 and a > self.full_scale_nA[r]:
+                r += 1
+            self.range = r
+        fs = self.full_scale_nA[self.range]
+        if a > fs:
+            i_nA = fs if i_nA > 0 else -fs
+        q = self._quant(i_nA, self.range)
+        if q != self.i_flow() and self.connected:
+            self._log(q)
+        self.i_cmd = q
+        self.n_set += 1
+        return q
+
+    def measure(self):
+        if self.fail_measure:
+            raise OSError(5)
+        self._update()
+        self.n_measure += 1
+        i = self.i_flow()
+        v = self.v_true() + self._rand(self.noise_uv)
+        if self.lsb:
+            h = self.lsb >> 1
+            v = ((v + h) // self.lsb) * self.lsb
+        self.v_uV = v
+        self.i_nA = (
+            i + self.i_off + self._rand(self.noise_na)
+            if self.connected
+            else self._rand(self.noise_na)
+        )
+        self.clipped = v > 4096000 or v < -4096000
+        switched = False
+        if self.autorange and self.connected:
+            r = self.range
+            a = self.i_cmd if self.i_cmd >= 0 else -self.i_cmd
+            if r > 0 and a * 10 < self.full_scale_nA[r - 1] * 9:
+                self.range = r - 1
+                self.i_cmd = self._quant(self.i_cmd, self.range)
+                switched = True
+        return switched
+
+    def safe(self):
+        try:
+            self._update()
+            if self.connected and self.i_cmd:
+                self._log(0)
+        except Exception:
+            pass
+        self.i_cmd = 0
+        self.connected = False
+
+    def get_cal(self, rng, channel):
+        if rng < 0 or rng >= self.n_ranges or channel not in (0, 1):
+            raise ValueError("range/channel")
+        return self.cal.get((rng, channel), (0, 0))
+
+    def set_cal(self, rng, channel, offset, gain_ppm):
+        if rng < 0 or rng >= self.n_ranges or channel not in (0, 1):
+            raise ValueError("range/channel")
+        self.cal[(rng, channel)] = (offset, gain_ppm)
+
+    def save_cal(self):
+        self.saved += 1
