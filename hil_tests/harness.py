@@ -88,35 +88,9 @@ class Plan:
         return "\n".join(out)
 
     def schedule(self) -> Any:
-        from sicell.schedule import ScheduleValidationError, parse_schedule
+        from sicell.schedule import parse_schedule
 
-        sch = parse_schedule(self.toml(), source=f"<hil:{self.name}>")
-        try:
-            sch.step_rows()
-        except ScheduleValidationError:
-            return _StepRows(sch)
-        return sch
-
-
-class _StepRows:
-    """Work-around: ``Schedule.step_rows()`` resolves against a one-range board and refuses an
-    explicit ``range`` > 0; these rows come from the same schedule compiled for the documented
-    four-range board instead. Everything else is the schedule's own."""
-
-    def __init__(self, sch: Any) -> None:
-        self._sch = sch
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sch, name)
-
-    def step_rows(self) -> list[tuple[int, str, float | None, float | None, str]]:
-        from sicell.schedule import DEFAULT_LIMITS
-
-        rows = []
-        for r in self._sch._resolve(DEFAULT_LIMITS):
-            v = r.v_set_v if r.v_set_v is not None else r.cutoff_v
-            rows.append((r.index, r.kind, r.current_a, v, r.label))
-        return rows
+        return parse_schedule(self.toml(), source=f"<hil:{self.name}>")
 
 
 # ---- the run database, read back --------------------------------------------------------------
@@ -439,15 +413,42 @@ def board_last_seq(port: str) -> tuple[int, int]:
 # ---- calibration ------------------------------------------------------------------------------
 
 
-def run_calibration(port: str, rig: Any, workdir: Path) -> None:
-    """Run the project's calibration routine on ``port`` against the rig's dummy."""
-    import importlib.util
+def run_calibration(
+    port: str, rig: Any, ranges: Iterable[int] | None = None, log: Callable[[str], None] = print
+) -> list[Any]:
+    """Run the project's calibration routine (``sicell calibrate --resistor``, i.e.
+    ``sicell.session.two_point_calibration``) on every range against the rig's dummy at DC,
+    apply and save the result; return the new entries.
 
-    import pytest
+    The dummy's capacitor must settle at each point, so the settle time is 8 time constants
+    (the routine's default of 5 s leaves e^-5 = 0.7 % of the step on a 1 s dummy).
+    """
+    from sicell.client import Board
+    from sicell.session import two_point_calibration
 
-    if importlib.util.find_spec("sicell.cli") is None:
-        pytest.fail("blocked: sicell.cli (`sicell calibrate`, the calibration routine) is missing")
-    raise NotImplementedError
+    d = rig.dummy
+    settle = max(5.0, 8.0 * d.tau_s)
+    out: list[Any] = []
+    with Board.open(port, hello_timeout=20.0) as b:
+        assert b.info is not None
+        todo = list(ranges) if ranges is not None else list(range(b.info.n_ranges))
+        for r in todo:
+            res = two_point_calibration(
+                b,
+                r,
+                d.r_dc_ohm,
+                fraction=rig.tol.current_test_fraction,
+                settle_s=settle,
+                measure_s=3.0,
+                log=log,
+            )
+            for line in res.lines():
+                log(line)
+            for e in res.entries:
+                b.cal_set(e)
+            out += list(res.entries)
+        b.cal_save()
+    return out
 
 
 # ---- small numerics --------------------------------------------------------------------------

@@ -84,7 +84,7 @@ def accuracy_run(
         target.started.append(board_id)
         port = target.emu_url(board_id, seed=target.seed + 200)
     try:
-        run_calibration(port, target.rig, d)
+        run_calibration(port, target.rig, target.rig.ranges)
         with Board.open(port, hello_timeout=20.0) as b:
             assert b.info is not None
             ranges_a = tuple(r * 1e-9 for r in b.info.ranges_na)
