@@ -176,8 +176,11 @@ def test_paper_rate_values() -> None:
         assert (wire.Q_ABS_I, wire.OP_LE, wire.A_NEXT, 567, 0) in s[1]  # 1 µA/cm²
     delith = [s for s in steps if s[0][0] == wire.K_CC]
     assert [s[0][3] for s in delith] == [-56_700, -567_000, -1_134_000, -2_835_000, -5_670_000]
+    # IR-corrected cutoffs: 1.2 V vs Li (+0.58 V cell) plus |I| × 150 Ω·cm² / 0.567 cm²; the
+    # 10 mA/cm² step stops at 1.05 V vs Li IR-free to stay inside the ±2 V window
+    cutoffs = [lim[3] for s in delith for lim in s[1] if lim[0] == wire.Q_V]
+    assert cutoffs == [595_000, 730_000, 880_000, 1_330_000, 1_930_000]
     for s in delith:
-        assert (wire.Q_V, wire.OP_GE, wire.A_NEXT, 580_000, 0) in s[1]
         # recording: a few hundred points per half-cycle (0.6 mAh/cm² at that current)
         t_half = 0.6 / (abs(s[0][3]) * 1e-6 / AREA) * 3600
         assert 100 <= t_half / (s[0][7] / 1000) <= 600
@@ -730,3 +733,31 @@ def test_warnings() -> None:
     assert "step 1 ('q', rest): record dt_s = 0.1 s is shorter than the control tick" in joined
     for name in ("paper-cycling", "paper-rate", "rc-check"):
         assert load_schedule(EXAMPLES / f"{name}.toml").warnings() == []
+
+
+def test_ir_corrected_cutoff() -> None:
+    head = HEAD.replace("[cell]\n", "[cell]\nresistance_ohm = 1000\n")
+    lith = head + CC_LITH + "current_ua = 100\nuntil_v = 0.01\nir_corrected = true\n"
+    _, steps = compile_text(lith)
+    assert steps[0][1] == [(wire.Q_V, wire.OP_LE, wire.A_NEXT, -710_000, 0)]  # -0.61 - 0.1 V
+    delith = lith.replace('"lithiation"', '"delithiation"').replace("0.01", "1.2")
+    _, steps = compile_text(delith)
+    assert steps[0][1] == [(wire.Q_V, wire.OP_GE, wire.A_NEXT, 680_000, 0)]  # 0.58 + 0.1 V
+    assert parse_schedule(delith).step_rows()[0][3] == pytest.approx(0.68)
+    with pytest.raises(ScheduleValidationError) as ei:
+        parse_schedule(delith.replace("current_ua = 100", "current_ua = 1500")).compile()
+    msg = str(ei.value)
+    for needle in (
+        "step 0 ('lith', cc)",
+        "until_v = 1.2 V vs Li",
+        "I·R = -1.5 mA × 1000 Ω",
+        "measured cutoff +2.0800 V cell",
+        "hardware window",
+    ):
+        assert needle in msg, msg
+    with pytest.raises(ScheduleValidationError, match="needs the series resistance"):
+        parse_schedule(
+            HEAD + CC_LITH + "current_ua = 1\nuntil_v = 0.01\nir_corrected = true\n"
+        ).compile()
+    with pytest.raises(ScheduleValidationError, match="ir_corrected applies to the until_v"):
+        parse_schedule(HEAD + '[[step]]\nkind = "rest"\nduration_s = 1\nir_corrected = true\n')

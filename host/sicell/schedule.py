@@ -86,7 +86,8 @@ Top level
                             alias ``theoretical_capacity_mah_g``
 ``resistance_ohm``          series resistance (or ``resistance_ohm_cm2``, area specific): when
                             given, a step whose |I|·R plus the safety-window edge exceeds the
-                            board's compliance voltage is refused
+                            board's compliance voltage is refused; ``ir_corrected`` cutoffs
+                            use it too
 
 ``[reference]``
 ---------------
@@ -162,6 +163,10 @@ Other step keys:
 - ``range``      current range: ``"auto"`` (default: the board takes the smallest range that
   holds a CC set point and autoranges during CV phases and rests) or an index into the board's
   ranges (0 = smallest), which locks the step to that range.
+- ``ir_corrected``  ``true`` (``cc`` with ``until_v``): the cutoff is an IR-free potential,
+  as in the paper's rate test; the board stops at the measured V = until_v − I·R with
+  ``[cell] resistance_ohm``/``resistance_ohm_cm2`` (+ = lithiation, so a fast delithiation's
+  measured cutoff lies I·R above until_v). That measured value must fit the windows.
 - ``new_cycle``  ``true`` forces the cycle counter up at this step's start (normally the board
   counts a new cycle at each lithiation after a delithiation)
 - ``record``     per-step recording override, same keys as ``[recording]``
@@ -419,6 +424,7 @@ class StepSpec:
     record: RecordSpec = field(default_factory=RecordSpec)
     range: int | Literal["auto"] | None = None
     new_cycle: bool = False
+    ir_corrected: bool = False
 
     def where(self) -> str:
         lab = f"'{self.label}', " if self.label else ""
@@ -508,6 +514,7 @@ _STEP_KEYS = (
         "record",
         "range",
         "new_cycle",
+        "ir_corrected",
     }
     | set(_CURRENT_KEYS)
     | set(_UNTIL_CURRENT_KEYS)
@@ -948,13 +955,18 @@ class Schedule:
         limits: BoardLimits,
         window: tuple[float, float],
         role: str,
+        shift_v: float = 0.0,
+        shift_note: str = "",
     ) -> float:
-        v = p.cell_v(self.reference)
+        """Cell volts the board gets for ``p`` (+ ``shift_v``), checked against the hardware
+        window and strictly inside the safety window."""
+        v = p.cell_v(self.reference) + shift_v
         kw = _step_kw(st, p.key, p.value)
+        what = f"{role} {p.describe(self.reference)}{shift_note}"
         if not (limits.v_min_v <= v <= limits.v_max_v):
             raise _err(
                 st.where(),
-                f"{role} {p.describe(self.reference)} is outside the hardware window "
+                f"{what} is outside the hardware window "
                 f"{limits.v_min_v:+.3f}…{limits.v_max_v:+.3f} V cell; expected a value inside it",
                 **kw,
             )
@@ -963,7 +975,7 @@ class Schedule:
             ref = self.reference
             raise _err(
                 st.where(),
-                f"{role} {p.describe(ref)} is not strictly inside the safety window "
+                f"{what} is not strictly inside the safety window "
                 f"{lo:+.4f}…{hi:+.4f} V cell ({to_li_v(lo, ref):.4f}…{to_li_v(hi, ref):.4f} V "
                 "vs Li); expected a value inside it (widen [safety] v_min/v_max or move the "
                 "potential)",
@@ -1059,7 +1071,24 @@ class Schedule:
             v_set = self._check_potential(st, st.hold_v, limits, window, "hold")
         cutoff: float | None = None
         if st.until_v is not None:
-            cutoff = self._check_potential(st, st.until_v, limits, window, "cutoff")
+            shift, note = 0.0, ""
+            if st.ir_corrected:
+                assert current_a is not None
+                if self.resistance_ohm is None:
+                    raise _err(
+                        where,
+                        "ir_corrected = true needs the series resistance; expected [cell] "
+                        "resistance_ohm or resistance_ohm_cm2",
+                        **_step_kw(st, "ir_corrected", True),
+                    )
+                shift = -current_a * self.resistance_ohm
+                note = (
+                    f" with I·R = {current_a * 1e3:+.4g} mA × {self.resistance_ohm:.4g} Ω "
+                    f"(measured cutoff {st.until_v.cell_v(self.reference) + shift:+.4f} V cell)"
+                )
+            cutoff = self._check_potential(
+                st, st.until_v, limits, window, "cutoff", shift_v=shift, shift_note=note
+            )
 
         # compliance
         if current_a is not None and self.resistance_ohm is not None and limits is not _PERMISSIVE:
@@ -2012,6 +2041,16 @@ def _parse_step(i: int, raw: Any, potential: _PotentialFn, charge_means: str | N
                 raise _err(where, f'range = {rv!r}; expected "auto" or 0…254', key="range", **kw)
             st.range = ri
     st.new_cycle = _bool(where, "new_cycle", t.get("new_cycle", False), **kw)
+    if "ir_corrected" in t:
+        st.ir_corrected = _bool(where, "ir_corrected", t["ir_corrected"], **kw)
+        if st.ir_corrected and st.until_v is None:
+            raise _err(
+                where,
+                "ir_corrected applies to the until_v cutoff of a cc step; this step has none",
+                key="ir_corrected",
+                value=True,
+                **kw,
+            )
 
     if "record" in t:
         rt = _table(where, t["record"], "record")
