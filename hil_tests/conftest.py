@@ -222,33 +222,34 @@ class Dut:
             pass
 
 
-@pytest.fixture
-def dut(target: Target, request: pytest.FixtureRequest) -> Iterator[Dut]:
-    """A connected board: a fresh emulator per test, or the rig's port (left idle after)."""
+@contextlib.contextmanager
+def make_dut(target: Target, label: str) -> Iterator[Dut]:
+    """A device under test: a fresh emulated board (shut down at the end), or the rig's port
+    (left idle at the end)."""
     if target.hardware:
         assert target.port is not None
-        d = Dut(target.port, None, target, target.port)
-        yield d
-        _leave_idle(target.port)
+        try:
+            yield Dut(target.port, None, target, target.port)
+        finally:
+            _leave_idle(target.port)
         return
-    board_id = target.new_board_id(request.node.name)
-    target.started.append(board_id)
+    board_id = target.new_board_id(label)
     seed = target.seed + len(target.started)
-    d = Dut(
-        target.emu_url(board_id, seed=seed),
-        board_id,
-        target,
-        target.emu_url(board_id, seed=seed, owner=True),
-    )
+    target.started.append(board_id)
     try:
-        yield d
+        yield Dut(
+            target.emu_url(board_id, seed=seed),
+            board_id,
+            target,
+            target.emu_url(board_id, seed=seed, owner=True),
+        )
     finally:
         shutdown_emulator(board_id)
 
 
-@pytest.fixture
-def board(dut: Dut) -> Iterator[Any]:
-    """A handshaken ``sicell.client.Board`` on the device under test."""
+@contextlib.contextmanager
+def open_board(dut: Dut) -> Iterator[Any]:
+    """A handshaken ``sicell.client.Board`` on ``dut`` (closing it ends an emulated board)."""
     from sicell.client import Board
 
     b = Board.open(dut.owner_port, hello_timeout=20.0)
@@ -256,6 +257,27 @@ def board(dut: Dut) -> Iterator[Any]:
         yield b
     finally:
         b.close()
+
+
+@pytest.fixture
+def dut(target: Target, request: pytest.FixtureRequest) -> Iterator[Dut]:
+    """A connected board for one test: a fresh emulator, or the rig's port."""
+    with make_dut(target, request.node.name) as d:
+        yield d
+
+
+@pytest.fixture
+def board(dut: Dut) -> Iterator[Any]:
+    """A handshaken ``sicell.client.Board`` on the test's device."""
+    with open_board(dut) as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def module_board(target: Target, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """One board for a whole module (tests that leave the board as they found it)."""
+    with make_dut(target, request.module.__name__.rsplit(".", 1)[-1]) as d, open_board(d) as b:
+        yield b
 
 
 def _leave_idle(port: str) -> None:

@@ -48,7 +48,8 @@ def _reopen_after_reset(board: Board, timeout: float = 30.0) -> None:
             time.sleep(0.2)
 
 
-def test_calibration_round_trip(board: Board) -> None:
+def test_calibration_round_trip(module_board: Board) -> None:
+    board = module_board
     before = _entries(board)
     assert before, "the board reports no calibration entries"
     want = {
@@ -77,8 +78,9 @@ def test_calibration_round_trip(board: Board) -> None:
     assert _entries(board) == before
 
 
-def test_calibration_refuses_absurd_values(board: Board) -> None:
+def test_calibration_refuses_absurd_values(module_board: Board) -> None:
     """A gain beyond +-10 % of unity or a range the board lacks is NACKed, not applied."""
+    board = module_board
     assert board.info is not None
     old = board.cal_get(0, 0)
     for bad in (
