@@ -34,7 +34,7 @@ class Point:
 def plan_points(rig: Rig, ranges_a: tuple[float, ...]) -> list[Point]:
     r_dc = rig.dummy.r_dc_ohm
     v_lim = 0.8 * min(V_WINDOW, rig.compliance_v - 0.5)
-    pts = []
+    pts: list[Point] = []
     idx = ranges_a if rig.ranges is None else tuple(ranges_a[r] for r in rig.ranges)
     for fs in idx:
         r = ranges_a.index(fs)
