@@ -178,7 +178,7 @@ def emu(rt: Path, standin: str) -> Iterator[Starter]:
     started: list[EmulatorHandle] = []
 
     def start(cell: str = "rc", **kw: Any) -> EmulatorHandle:
-        kw.setdefault("entry", standin)
+        kw.setdefault("entry", standin)  # entry=None: the real emuboot.py
         kw.setdefault("linger", 60)
         kw.setdefault("timeout", 20)
         h = start_emulator(cell, **kw)
@@ -335,6 +335,26 @@ def test_board_sees_config_heap_path_and_flash_dir(emu: Starter, tmp_path: Path)
     assert info["cfg"]["seed"] == 5 and info["cfg"]["noise"] is False
     assert info["ctrl"] == h.info["fifo"]
     assert stat.S_ISFIFO(os.stat(info["ctrl"]).st_mode)
+
+
+def test_real_emuboot_gives_firmware_the_rp2040_heap(emu: Starter, tmp_path: Path) -> None:
+    """-X heapsize = 200K budget + the emulator's measured overhead: the firmware's main.py
+    finds ~200K free, as on a Pico. main returning ends the board, and with it the launcher."""
+    fw = tmp_path / "fw"
+    fw.mkdir()
+    (fw / "main.py").write_text(
+        "import gc\ngc.collect()\n"
+        "with open('heap.txt', 'w') as f:\n"
+        "    f.write('%d %d' % (gc.mem_free(), gc.mem_alloc()))\n"
+    )
+    flash = tmp_path / "flash"
+    h = emu("thin-porous", board="heap", firmware=str(fw), flash_dir=str(flash), entry=None)
+    assert h.wait(20), "board exit (main returned) should end the launcher"
+    assert h.process is not None and h.process.returncode == 0
+    free, _alloc = map(int, (flash / "heap.txt").read_text().split())
+    assert 190_000 <= free <= 210_000, free
+    assert 40_000 < h.info["heap_overhead"] < 200_000
+    assert int(h.info["heapsize_arg"]) == 200 * 1024 + h.info["heap_overhead"]
 
 
 def test_drop_all(emu: Starter) -> None:

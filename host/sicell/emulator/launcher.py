@@ -3,7 +3,7 @@
 One launcher process per emulated board. It
 
 * stages the firmware the way the board's flash holds it (``firmware/`` modules at top level,
-  ``protocol/`` as a package) and starts ``micropython -X heapsize=200K emuboot.py`` on it, with
+  ``protocol/`` as a package) and starts ``micropython -X heapsize=... emuboot.py`` on it, with
   the emulator's MicroPython directory (``emulator/mp``: ``machine.py``, ``time.py``, cell
   models) first on ``MICROPYPATH``; cwd is the board's flash directory;
 * owns a pseudo-terminal and relays bytes between its master side and the interpreter's
@@ -14,6 +14,13 @@ One launcher process per emulated board. It
   board's control FIFO;
 * answers JSON-line commands on a Unix socket (``control.py`` is the client);
 * records itself in a registry file ``<runtime dir>/<board>.json`` while it runs.
+
+Heap. ``heapsize`` (default 200K) is the firmware's budget, what an RP2040 leaves to Python
+code. The emulator's own modules (world, chip and cell models, machine/time shims) live in the
+same interpreter heap (~75 KB), so the launcher measures that overhead once per emulator
+version and board config (booting emuboot with a probe main.py; cached in the runtime dir) and
+passes ``-X heapsize=<budget + overhead>``: the firmware finds the free heap a Pico gives it.
+A custom ``entry`` script gets the budget as is.
 
 Host presence. A real board keeps running when the USB host goes away and its CDC drops what it
 writes. Here: while no process holds the pty slave open, reads of the master fail with EIO; the
@@ -77,7 +84,8 @@ from sicell.emulator.control import ControlError, EmulatorControl
 
 # ---- constants ------------------------------------------------------------------------------
 RUNTIME_ENV = "SICELL_RUNTIME_DIR"
-HEAPSIZE = "200K"  # RP2040 MicroPython leaves ~190-200 KB of heap to Python code
+HEAPSIZE = "200K"  # firmware heap budget: RP2040 MicroPython leaves ~190-200 KB to Python code
+_FALLBACK_OVERHEAD = 96 * 1024  # emulator heap overhead if it cannot be measured
 PENDING_LIMIT = 64 * 1024  # bytes waiting for the host before the board is back-pressured
 ATTACH_POLL_S = 0.02  # how often a detached pty is checked for a new opener
 DEFAULT_LINGER_S = 600.0
@@ -433,8 +441,7 @@ class EmulatorOptions:
             raise EmulatorConfigError(f"linger must be >= 0 seconds (0 = never), not {o.linger}")
         if o.max_dt_s is not None and not (float(o.max_dt_s) > 0):
             raise EmulatorConfigError(f"max_dt_s must be > 0, not {o.max_dt_s!r}")
-        if not re.match(r"^[0-9]+[KkMm]?$", o.heapsize):
-            raise EmulatorConfigError(f"bad heapsize {o.heapsize!r} (e.g. 200K)")
+        heap_bytes(o.heapsize)
         mod = _cells()
         if o.cell_overrides and mod is not None and o.cell not in ("rc", "resistor"):
             try:
@@ -539,6 +546,65 @@ def _interpreter_cmd(heapsize: str, entry: str) -> list[str]:
     return [found, *args]
 
 
+def heap_bytes(size: str) -> int:
+    """``200K`` / ``1M`` / ``204800`` in bytes."""
+    m = re.match(r"^([0-9]+)([KkMm]?)$", size)
+    if not m:
+        raise EmulatorConfigError(f"bad heapsize {size!r} (e.g. 200K)")
+    return int(m.group(1)) * {"": 1, "k": 1024, "m": 1024 * 1024}[m.group(2).lower()]
+
+
+_PROBE_MAIN = "import gc\ngc.collect()\nprint('heap-probe', gc.mem_alloc())\n"
+
+
+def emulator_heap_overhead(
+    emu: Path, board_cfg: Mapping[str, Any], cache_dir: Path | None = None
+) -> int:
+    """Heap bytes the emulator (emuboot, world, models) holds before the firmware starts.
+
+    Boots ``emu/emuboot.py`` on a probe main.py with the given board config; cached in
+    ``cache_dir/heap-overhead.json`` keyed by the emulator sources and the config.
+    """
+    import hashlib
+
+    h = hashlib.sha256(json.dumps(dict(board_cfg), sort_keys=True).encode())
+    for p in sorted(emu.glob("*.py")):
+        h.update(p.name.encode() + b"\0" + p.read_bytes())
+    key = h.hexdigest()[:24]
+    cache = (cache_dir / "heap-overhead.json") if cache_dir else None
+    if cache is not None:
+        known = _read_json(cache) or {}
+        if isinstance(known.get(key), int):
+            return int(known[key])
+    with tempfile.TemporaryDirectory(prefix="sicell-heap-") as d:
+        fw = Path(d) / "fw"
+        fw.mkdir()
+        (fw / "main.py").write_text(_PROBE_MAIN)
+        cfg = Path(d) / "config.json"
+        cfg.write_text(json.dumps({**board_cfg, "quiet": True}))
+        env = dict(os.environ, MICROPYPATH=os.pathsep.join([str(emu), str(fw), ".frozen"]))
+        env["SICELL_EMU_CONFIG"] = str(cfg)
+        env.pop("SICELL_EMU_CTRL", None)
+        try:
+            out = subprocess.run(
+                _interpreter_cmd("1M", str(emu / "emuboot.py")),
+                env=env,
+                cwd=d,
+                capture_output=True,
+                timeout=30,
+                check=False,
+            ).stdout
+            overhead = int(out.split(b"heap-probe", 1)[1].split()[0])
+        except (OSError, subprocess.TimeoutExpired, IndexError, ValueError):
+            return _FALLBACK_OVERHEAD
+    if cache is not None:
+        known = _read_json(cache) or {}
+        known[key] = overhead
+        with contextlib.suppress(OSError):
+            _write_json_atomic(cache, known)
+    return overhead
+
+
 def _set_pdeathsig() -> None:  # pragma: no cover - runs in the child between fork and exec
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL(None, use_errno=True)
@@ -615,6 +681,8 @@ class Launcher:
         self.vtime: float | None = None
         self.err_line = bytearray()
         self.host_sessions = 0
+        self.heap_overhead = 0
+        self.heap_arg = self.o.heapsize
         self.c: dict[str, int] = {
             "from_board": 0,
             "from_host": 0,
@@ -718,6 +786,9 @@ class Launcher:
             "cell_overrides": self.o.cell_overrides,
             "linger": self.linger,
             "entry": self.o.entry,
+            "heap_budget": self.o.heapsize,
+            "heap_overhead": self.heap_overhead,
+            "heapsize_arg": self.heap_arg,
             "started": time.time(),
         }
         _write_json_atomic(self.reg_path, info)
@@ -734,7 +805,7 @@ class Launcher:
         env["SICELL_EMU_CONFIG"] = str(cfg_path)
         env["SICELL_EMU_CTRL"] = str(self.fifo_path)
         env["SICELL_EMU_BOARD"] = self.board
-        cmd = _interpreter_cmd(self.o.heapsize, entry)
+        cmd = _interpreter_cmd(self.heap_arg, entry)
         in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -1162,6 +1233,11 @@ class Launcher:
         self._open_log()
         self.flash.mkdir(parents=True, exist_ok=True)
         stage_firmware(self.stage_dir, Path(self.o.firmware) if self.o.firmware else None)
+        if self.o.entry is None:
+            self.heap_overhead = emulator_heap_overhead(
+                self.stage_dir / "emu", self.o.board_config(), self.rdir
+            )
+            self.heap_arg = str(heap_bytes(self.o.heapsize) + self.heap_overhead)
         self._open_fifo()
         self._open_pty()
         self._open_control()
