@@ -407,7 +407,7 @@ class FakeBoard:
             if r >= len(self.ranges_na):
                 self._nack(t, rid, M.E_RANGE, r)
                 return
-            off, gain = self.cal.get((r, c), (0, 0))
+            off, gain = self.cal.get((r, c), (0, 1_000_000))
             self._reply(M.CAL, rid, M.pack(M.CAL, r, c, off, gain))
         elif t == M.CAL_SET:
             r, c, off, gain = M.unpack(t, p)
@@ -579,12 +579,12 @@ def test_non_idempotent_not_retried(fake: Any) -> None:
 def test_calibration_roundtrip(fake: Any) -> None:
     fb = fake()
     with _open(fb.serve_tcp()) as b:
-        b.cal_set(CalEntry(1, 1, -120, 350))
-        assert b.cal_get(1, 1) == CalEntry(1, 1, -120, 350)
+        b.cal_set(CalEntry(1, 1, -120, 1_000_350))
+        assert b.cal_get(1, 1) == CalEntry(1, 1, -120, 1_000_350)
         b.cal_save()
         cal = b.calibration()
-        assert len(cal) == 8
-        assert CalEntry(1, 1, -120, 350) in cal
+        assert len(cal) == 12  # 4 ranges x (voltage, current, set point)
+        assert CalEntry(1, 1, -120, 1_000_350) in cal
 
 
 def test_records_reach_sink_during_requests(fake: Any) -> None:

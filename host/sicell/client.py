@@ -64,10 +64,13 @@ IDEMPOTENT = frozenset(
         messages.CAL_SAVE,
     }
 )
-# Channels of a calibration entry (CAL_GET / CAL_SET ``channel``).
-CH_VOLTAGE = 0
-CH_CURRENT = 1
-CHANNEL_NAMES = {CH_VOLTAGE: "voltage", CH_CURRENT: "current"}
+# Channels of a calibration entry (CAL_GET / CAL_SET ``channel``, firmware/calibration.py):
+# each is the forward model of the hardware, ``output = input × gain + offset``.
+CH_VOLTAGE = 0  # voltage measurement: raw µV = true µV × gain + offset
+CH_CURRENT = 1  # current measurement: raw nA = true nA × gain + offset
+CH_SETPOINT = 2  # current set point: actual nA = commanded nA × gain + offset
+CHANNELS = (CH_VOLTAGE, CH_CURRENT, CH_SETPOINT)
+CHANNEL_NAMES = {CH_VOLTAGE: "voltage", CH_CURRENT: "current", CH_SETPOINT: "setpoint"}
 
 
 def state_name(state: int) -> str:
@@ -289,7 +292,8 @@ class Status:
 
 @dataclass(frozen=True)
 class CalEntry:
-    """One calibration entry: reading = raw × (1 + gain_ppm / 1e6) + offset (board units)."""
+    """One calibration entry: output = input × gain_ppm / 1e6 + offset (board units; see
+    CH_VOLTAGE, CH_CURRENT, CH_SETPOINT for what input and output are)."""
 
     range: int
     channel: int
@@ -677,7 +681,7 @@ class Board:
         n = self.info.n_ranges if self.info is not None else 0
         out: list[CalEntry] = []
         for r in range(n):
-            for ch in (CH_VOLTAGE, CH_CURRENT):
+            for ch in CHANNELS:
                 try:
                     out.append(self.cal_get(r, ch))
                 except BoardError:
