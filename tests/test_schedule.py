@@ -145,7 +145,7 @@ def test_paper_cycling_values() -> None:
     header, steps = decode(sched.compile())
     policy, tick, slow, deb, vmin, vmax, imax, tmax = header
     assert policy == wire.P_DECIMATE
-    assert (vmin, vmax) == (-720_000, 980_000)
+    assert (vmin, vmax) == (-720_000, 1_980_000)
     assert (tick, slow, deb, imax, tmax) == (100, 1000, 1000, 200_000, wire.TEMP_OFF)
     kinds = [s[0][0] for s in steps]
     assert kinds == [wire.K_OCV, wire.K_CC, wire.K_REST, wire.K_CC, wire.K_REST, wire.K_LOOP]
