@@ -30,7 +30,7 @@ Example (the paper's cycling protocol, shortened)::
 
     [safety]
     v_min = 0.0                       # vs Li (file default); -0.62 V cell
-    v_max = 1.5
+    v_max = 2.6                       # above the pristine film's ~2 V vs Li
     i_max_ma = 1.0
     debounce_s = 0.5
 
@@ -106,7 +106,8 @@ Potentials convert as: cell V = E(WE vs Li) − offset_v.
 ``debounce_s``          how long a violation must persist before the trip (default 0.5 s)
 
 Every cutoff and hold potential must lie strictly inside this window (a cutoff on the window
-edge would trip the safety instead of ending the step).
+edge would trip the safety instead of ending the step). The window must also hold the cell's
+open-circuit potential when the run starts: a pristine Si film sits near 2 V vs Li.
 
 ``[recording]`` (defaults for every step; 0 turns a criterion off)
 --------------------------------------------------------------------
