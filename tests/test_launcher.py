@@ -273,15 +273,29 @@ def test_fault_config_validation() -> None:
 
 
 # ---- staging and options --------------------------------------------------------------------
-def test_stage_layout(tmp_path: Path) -> None:
-    emu_dir, fw = stage_firmware(tmp_path / "stage")
+def test_stage_layout_sources(tmp_path: Path) -> None:
+    emu_dir, fw = stage_firmware(tmp_path / "stage", compile=False)
     assert (emu_dir / "emuboot.py").exists() and (emu_dir / "machine.py").exists()
     assert (fw / "protocol" / "__init__.py").exists()
     assert (fw / "protocol" / "framing.py").exists()
     src = launcher.firmware_dir()
     for p in src.glob("*.py"):
         assert (fw / p.name).read_bytes() == p.read_bytes()
+    assert not (fw / "calibration.json").exists()
     assert not list((tmp_path / "stage").rglob("__pycache__"))
+
+
+def test_stage_layout_like_the_flasher(tmp_path: Path) -> None:
+    """Default staging is what ``sicell flash`` puts on a board: .mpy modules."""
+    if not (launcher.firmware_dir() / "main.py").exists():
+        pytest.skip("firmware/main.py not written yet")
+    _, fw = stage_firmware(tmp_path / "stage")
+    assert (fw / "main.py").read_bytes() == (launcher.firmware_dir() / "main.py").read_bytes()
+    assert (fw / "protocol" / "__init__.py").exists()
+    assert (fw / "protocol" / "framing.mpy").read_bytes()[:1] == b"M"
+    for p in launcher.firmware_dir().glob("*.py"):
+        if p.name != "main.py":
+            assert (fw / (p.stem + ".mpy")).exists() and not (fw / p.name).exists()
 
 
 def test_bad_cell_name_lists_valid_ones(rt: Path) -> None:
@@ -330,7 +344,8 @@ def test_board_sees_config_heap_path_and_flash_dir(emu: Starter, tmp_path: Path)
     assert 190_000 <= info["heap"] <= 210_000  # -X heapsize=200K
     first = Path(info["path"][1])  # [0] is the script's own directory
     assert (first / "machine.py").exists() and (first / "time.py").exists()
-    assert (Path(info["path"][2]) / "protocol" / "framing.py").exists()
+    proto = Path(info["path"][2]) / "protocol"
+    assert (proto / "framing.mpy").exists() or (proto / "framing.py").exists()
     assert info["cfg"]["cell"] == "thin-porous"
     assert info["cfg"]["seed"] == 5 and info["cfg"]["noise"] is False
     assert info["ctrl"] == h.info["fifo"]

@@ -228,10 +228,16 @@ def _hello_info(port: serial.SerialBase, timeout: float = 20.0) -> tuple[Any, ..
     not (launcher.firmware_dir() / "main.py").exists(), reason="firmware/main.py not written yet"
 )
 def test_real_firmware_hello_info(rt: Path) -> None:
-    port = serial.serial_for_url("emu://rc?board=fw1&owner=1", timeout=0.2)
+    port = serial.serial_for_url("emu://rc?board=fw1&seed=3&owner=1", timeout=0.2)
     try:
-        info = _hello_info(port)
-        assert info
+        info = dict(zip(messages.LAYOUTS[messages.INFO][1], _hello_info(port), strict=True))
+        assert info["proto_major"] == framing.PROTO_MAJOR
+        assert info["caps"] & messages.CAP_EMULATOR
+        assert info["n_ranges"] == 4
+        assert info["state"] == messages.ST_IDLE
+        assert port.emulator is not None
+        st = port.emulator.status()
+        assert st["bytes_from_board"] > 0 and st["restarts"] == 0
     finally:
         port.close()
     assert find_emulator("fw1") is None

@@ -60,7 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--faults", type=_json_dict, default=None, metavar="JSON")
     p.add_argument("--entry", help="MicroPython entry script instead of emuboot.py (tests)")
     p.add_argument("--firmware", help="firmware source directory instead of the package's")
-    p.add_argument("--heapsize", default=HEAPSIZE, help="MicroPython heap (default %(default)s)")
+    p.add_argument(
+        "--heapsize", default=HEAPSIZE, help="firmware heap budget (default %(default)s)"
+    )
+    p.add_argument(
+        "--no-mpy", action="store_true", help="run the firmware sources, not mpy-cross output"
+    )
     p.add_argument("--runtime-dir", help="registry/socket directory ($SICELL_RUNTIME_DIR)")
     p.add_argument("--list", action="store_true", help="list running emulators and exit")
     p.add_argument("--stop", metavar="BOARD", help="shut down the emulator of BOARD and exit")
@@ -118,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         firmware=args.firmware,
         heapsize=args.heapsize,
         runtime=args.runtime_dir,
+        mpy=not args.no_mpy,
     )
 
 

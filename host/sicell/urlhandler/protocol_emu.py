@@ -31,7 +31,8 @@ timeout         seconds to wait for a new emulator's port (default 15)
 cell.<name>     cell model parameter override, e.g. ``cell.fade=0.001``
 entry           MicroPython entry script instead of emuboot.py (tests)
 firmware        firmware source directory instead of the installed one
-heapsize        MicroPython heap, e.g. 200K
+heapsize        the firmware's heap budget, e.g. 200K (the emulator's own overhead is added)
+mpy             0/1: stage the firmware compiled with mpy-cross like ``sicell flash`` (1)
 ==============  =====================================================================
 
 When the board id already runs, ``seed``/``realtime``/``noise``/``max_dt``/``flash`` given in
@@ -81,6 +82,7 @@ OPTIONS = (
     "entry",
     "firmware",
     "heapsize",
+    "mpy",
     "cell.<param>",
 )
 _FAULTS = ("drop", "corrupt", "duplicate", "delay_ms", "direction")
@@ -107,6 +109,7 @@ class EmuUrl:
     entry: str | None = None
     firmware: str | None = None
     heapsize: str = HEAPSIZE
+    mpy: bool = True
     given: set[str] = field(default_factory=set)
 
 
@@ -192,6 +195,8 @@ def parse_url(url: str) -> EmuUrl:
             spec.firmware = value
         elif k == "heapsize":
             spec.heapsize = value
+        elif k == "mpy":
+            spec.mpy = _bool(k, value)
     return spec
 
 
@@ -220,6 +225,7 @@ def open_emulator(spec: EmuUrl) -> EmulatorHandle:
         entry=spec.entry,
         firmware=spec.firmware,
         heapsize=spec.heapsize,
+        mpy=spec.mpy,
         timeout=spec.timeout,
         attach=True,
         check=check,
