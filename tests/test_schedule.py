@@ -761,3 +761,20 @@ def test_ir_corrected_cutoff() -> None:
         ).compile()
     with pytest.raises(ScheduleValidationError, match="ir_corrected applies to the until_v"):
         parse_schedule(HEAD + '[[step]]\nkind = "rest"\nduration_s = 1\nir_corrected = true\n')
+
+
+def test_docstring_reference_is_accurate() -> None:
+    """The vocabulary reference (the module docstring) shows an example and one-liners that
+    must all work as documented."""
+    import sicell.schedule as mod
+
+    doc = mod.__doc__ or ""
+    start = doc.index('    name = "paper-cycling"')
+    example = "\n".join(line[4:] for line in doc[start : doc.index("Top level")].splitlines())
+    _, steps = decode(parse_schedule(example).compile())
+    assert steps[-1][0][6] == 99
+    block = doc[doc.index("One-liners") :]
+    one_liners = [ln.strip().split('"')[1] for ln in block.splitlines() if ln.startswith('    "')]
+    assert len(one_liners) == 8
+    for text in one_liners:
+        parse_schedule(HEAD + f'[[step]]\nstep = "{text}"\n').compile()
