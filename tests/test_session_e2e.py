@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -338,13 +339,52 @@ emulator = pytest.mark.skipif(
 RC_SHORT = ROOT / "host/sicell/examples/rc-check.toml"
 
 
-@emulator
-def test_emulator_run_every_seq_once(tmp_path: Path) -> None:
-    from sicell.schedule import load_schedule
+@pytest.fixture
+def emu_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A private emulated RC board: own runtime directory, own id, gone 5 s after its host."""
+    rt = tmp_path / "rt"
+    rt.mkdir()
+    monkeypatch.setenv("SICELL_RUNTIME_DIR", str(rt))
+    tag = re.sub(r"[^A-Za-z0-9.-]+", "-", tmp_path.name)[-24:]
+    return f"emu://rc?board=e2e-{os.getpid()}-{tag}&linger=5"
 
+
+# A short schedule on the RC load with potentials given vs Li (In-Li counter, 0.62 V): the
+# lithiation cutoff at 0.52 V vs Li is -0.10 V of cell voltage (the load settles at -0.125 V).
+SHORT_TOML = """
+name = "e2e-short"
+vs = "Li"
+[reference]
+electrode = "In-Li"
+[safety]
+v_min = -0.3
+v_max = 1.6
+[recording]
+dt_s = 0.5
+dv_mv = 5
+[[step]]
+kind = "rest"
+duration_s = 3
+[[step]]
+label = "lith"
+kind = "cc"
+direction = "lithiation"
+current_ua = 100
+until_v = 0.52
+duration_s = 20
+[[step]]
+kind = "cc"
+direction = "delithiation"
+current_ua = 100
+duration_s = 4
+"""
+
+
+@emulator
+def test_emulator_run_every_seq_once(tmp_path: Path, emu_url: str) -> None:
     db = tmp_path / "rc.db"
-    sch = load_schedule(RC_SHORT)
-    summary = RunSession.new(sch, "emu://rc", db).run()
+    sch = parse_schedule(SHORT_TOML)
+    summary = RunSession.new(sch, emu_url, db).run()
     seqs = _all_seqs(db)
     assert seqs, "nothing stored"
     assert len(seqs) == len(set(seqs))
@@ -356,19 +396,45 @@ def test_emulator_run_every_seq_once(tmp_path: Path) -> None:
     rows = con.execute("SELECT voltage_v, we_v FROM samples").fetchall()
     meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
     con.close()
+    assert off == pytest.approx(0.62)
     assert all(abs(we - (v + off)) < 1e-9 for v, we in rows)
+    # the cutoff written vs Li ends the lithiation step where it says, in both columns
+    con = sqlite3.connect(db)
+    last = con.execute(
+        "SELECT voltage_v, we_v FROM samples WHERE step = 1 ORDER BY seq DESC LIMIT 1"
+    ).fetchone()
+    ends = con.execute("SELECT name FROM events WHERE name = 'run_end'").fetchall()
+    con.close()
+    assert last is not None and len(ends) == 1
+    assert last[1] == pytest.approx(0.52, abs=0.01)
+    assert last[0] == pytest.approx(-0.10, abs=0.01)
     for k in ("firmware_version", "protocol_version", "board_id", "calibration", "run_id"):
         assert k in meta
 
 
 @emulator
-def test_cli_run_subprocess(tmp_path: Path) -> None:
+def test_cli_runner_emulator(tmp_path: Path, emu_url: str) -> None:
+    from click.testing import CliRunner
+    from sicell.cli import cli
+
+    sched = tmp_path / "short.toml"
+    sched.write_text(SHORT_TOML)
+    db = tmp_path / "short.db"
+    res = CliRunner().invoke(cli, ["run", str(sched), "--port", emu_url, "--db", str(db)])
+    assert res.exit_code == 0, res.output
+    assert "samples" in res.output and "each exactly once" in res.output
+    seqs = _all_seqs(db)
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+
+@emulator
+def test_cli_run_subprocess(tmp_path: Path, emu_url: str) -> None:
     db = tmp_path / "cli.db"
     exe = shutil.which("sicell") or ""
     cmd = [exe] if exe else [sys.executable, "-m", "sicell.cli"]
     env = dict(os.environ)
     proc = subprocess.run(
-        [*cmd, "run", str(RC_SHORT), "--port", "emu://rc", "--db", str(db)],
+        [*cmd, "run", str(RC_SHORT), "--port", emu_url, "--db", str(db)],
         capture_output=True,
         text=True,
         timeout=540,

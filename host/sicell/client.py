@@ -119,13 +119,20 @@ def describe_nack(code: int, detail: int) -> str:
     if code == messages.E_RANGE:
         return f"{name} (value {detail})"
     if code == messages.E_VERSION:
-        return f"{name} (board speaks major {detail})"
+        return f"{name} (board speaks {_version_text(detail)})"
     if code == messages.E_FRAME:
         ftext: str | None = framing._ERR_TEXT.get(detail)
         return f"{name} ({ftext})" if ftext else name
     if detail:
         return f"{name} (detail {detail})"
     return name
+
+
+def _version_text(detail: int) -> str:
+    """E_VERSION's detail: the board's version byte (major << 4 | minor), or a bare major."""
+    if detail >= 16:
+        return f"{detail >> 4}.{detail & 0x0F}"
+    return f"{detail}.x"
 
 
 # ---- typed replies --------------------------------------------------------------------------
@@ -532,7 +539,7 @@ class Board:
                     self._check_version(fr)
                     req, code, detail = messages.unpack(messages.NACK, fr.payload)
                     if code == messages.E_VERSION:
-                        raise VersionMismatchError(self.port, f"{detail}.x", HOST_VERSION)
+                        raise VersionMismatchError(self.port, _version_text(detail), HOST_VERSION)
                     raise BoardError(req or messages.HELLO, code, detail, self.port)
                 if fr.type == messages.INFO and fr.seq == rid:
                     self._check_version(fr)

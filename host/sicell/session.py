@@ -240,7 +240,8 @@ class RunSession:
         self.hole_since: float | None = None
         self.last_replay: tuple[int, float] | None = None
         self.last_commit = time.monotonic()
-        self.last_frame = time.monotonic()
+        self.last_rx = time.monotonic()
+        self.status_at = 0.0
         self.gone_nacks: list[Nack] = []
         self.lost_ranges: list[tuple[int, int]] = []
         # counters
@@ -317,7 +318,7 @@ class RunSession:
             timeout=self.opt.request_timeout_s,
             hello_timeout=self.opt.hello_timeout_s,
         )
-        self.last_frame = time.monotonic()
+        self.last_rx = time.monotonic()
         return board
 
     def _start_new(self) -> None:
@@ -508,7 +509,7 @@ class RunSession:
 
     # -- records -----------------------------------------------------------------------------
     def _on_record(self, rec: Record) -> None:
-        self.last_frame = time.monotonic()
+        self.last_rx = time.monotonic()
         if self.base is None:
             if (
                 rec.is_event
@@ -640,20 +641,28 @@ class RunSession:
         self.replays += 1
 
     def _check_gaps(self, now: float) -> None:
+        """REPLAY when records are missing: a hole below records that did arrive, or a tail
+        the board reports (STATUS.last_seq) that has not come although the link went quiet.
+
+        A board with a backlog keeps sending, so records merely not sent yet are never
+        mistaken for lost ones (a REPLAY would rewind its send pointer for nothing).
+        """
         if self.base is None:
-            missing = bool(self.pending) or self.board_last_seq > 0
+            hole = bool(self.pending)
         else:
-            beyond = self.ready_upto < self.board_last_seq or any(
-                s > self.ready_upto for s in self._pending_tail()
-            )
-            missing = beyond
-        if not missing:
+            hole = len(self.pending) > self.ready_upto - self.committed
+        quiet = now - self.last_rx > self.opt.gap_wait_s and self.status_at > self.last_rx
+        tail = quiet and self.board_last_seq > max(self.ready_upto, self.committed)
+        if self.base is None and quiet and self.board_state in TERMINAL_OR_RUNNING:
+            tail = True  # this run's first record never came
+        if not (hole or tail):
             self.hole_since = None
             return
         if self.hole_since is None:
             self.hole_since = now
-            return
-        if now - self.hole_since < self.opt.gap_wait_s:
+            if not tail:
+                return
+        if now - self.hole_since < self.opt.gap_wait_s and not tail:
             return
         target = self.committed + 1 if self.base is not None else None
         if (
@@ -664,13 +673,8 @@ class RunSession:
             return
         self._replay(now)
 
-    def _pending_tail(self) -> list[int]:
-        # cheap check: is anything pending beyond the contiguous part?
-        if len(self.pending) > self.ready_upto - self.committed:
-            return [self.ready_upto + 2]
-        return []
-
     def _note_status(self, st: Status) -> None:
+        self.status_at = time.monotonic()
         self.board_state = st.state
         if st.last_seq:
             self.board_last_seq = max(self.board_last_seq, st.last_seq)
@@ -803,6 +807,16 @@ class RunSession:
             framing_errors=self.framing_errors,
         )
 
+
+TERMINAL_OR_RUNNING = (
+    M.ST_RUNNING,
+    M.ST_HOLD,
+    M.ST_PAUSED,
+    M.ST_DONE,
+    M.ST_TRIPPED,
+    M.ST_INTERRUPTED,
+    M.ST_STOPPED,
+)
 
 _END_REASONS = {
     M.RE_COMPLETE: "complete",
