@@ -643,7 +643,17 @@ class Board:
             )
 
     def start(self, run_id: int) -> None:
-        self.request(messages.START, messages.pack(messages.START, run_id & 0xFFFFFFFF))
+        """START a loaded schedule as run ``run_id``.
+
+        START is not repeatable, so a lost reply is settled by asking STATUS whether the board
+        runs this run id.
+        """
+        try:
+            self.request(messages.START, messages.pack(messages.START, run_id & 0xFFFFFFFF))
+        except BoardTimeoutError:
+            st = self.status()
+            if st.run_id != run_id or st.state in (messages.ST_IDLE, messages.ST_LOADED):
+                raise
 
     def pause(self) -> None:
         self.request(messages.PAUSE)
@@ -652,7 +662,12 @@ class Board:
         self.request(messages.RESUME)
 
     def stop(self) -> None:
-        self.request(messages.STOP)
+        """STOP the run (a lost reply is settled with STATUS, like START)."""
+        try:
+            self.request(messages.STOP)
+        except BoardTimeoutError:
+            if self.status().has_run:
+                raise
 
     def ack(self, seq: int) -> None:
         """Tell the board every record up to ``seq`` is stored (no reply)."""

@@ -36,6 +36,7 @@ class Progress:
     events: int = 0
     last_seq: int = 0
     message: str | None = None
+    final: bool = False  # the last update of a run: always shown
 
     def with_message(self, message: str | None) -> Progress:
         return replace(self, message=message)
@@ -150,7 +151,7 @@ class PlainDisplay:
         now = time.monotonic()
         key = (p.state, p.step, p.cycle)
         with self._lock:
-            changed = self._last_key.get(p.board) != key
+            changed = self._last_key.get(p.board) != key or p.final
             if not changed and now - self._last.get(p.board, -1e9) < self.interval:
                 return
             self._last[p.board] = now

@@ -114,6 +114,7 @@ class RunSummary:
     elapsed_s: float | None
     cycles: list[CycleCapacity] = field(default_factory=list)
     complete_cycles: int = 0
+    board_cycle: int | None = None  # the board's cycle counter at the last sample
     reconnects: int = 0
     replays: int = 0
     lost_seqs: int = 0
@@ -135,7 +136,8 @@ class RunSummary:
             f"test time: {fmt_duration(self.elapsed_s)}",
             f"link: {self.reconnects} reconnects, {self.replays} replays, "
             f"{self.framing_errors} bad frames, {self.lost_seqs} records lost",
-            f"cycles: {self.complete_cycles} complete",
+            f"cycles: {self.complete_cycles} complete"
+            + (f" (board cycle counter at {self.board_cycle})" if self.board_cycle else ""),
         ]
         for c in self.cycles:
             ce = c.ce
@@ -216,7 +218,7 @@ class RunSession:
         self.db_path = Path(db_path)
         self.schedule = schedule
         self.resuming = resume
-        self.name = name or port
+        self.name = name or short_port_name(port)
         self.display: Display = display if display is not None else NullDisplay()
         self.opt = options or SessionOptions()
         self.extra_meta = extra_meta or {}
@@ -776,6 +778,7 @@ class RunSession:
             )
         if final:
             kw["eta_s"] = 0.0
+            kw["final"] = True
         self._progress = dataclasses.replace(p, **kw)
         self.display.update(self._progress)
 
@@ -801,6 +804,7 @@ class RunSession:
             elapsed_s=elapsed,
             cycles=cycles,
             complete_cycles=complete,
+            board_cycle=self._last_sample["cycle"] if self._last_sample is not None else None,
             reconnects=self.reconnects,
             replays=self.replays,
             lost_seqs=sum(b - a + 1 for a, b in self.lost_ranges),
@@ -825,6 +829,17 @@ _END_REASONS = {
     M.RE_HOST: "stopped by host",
     M.RE_HOLD: "host-loss hold",
 }
+
+
+def short_port_name(port: str) -> str:
+    """A port as a display name: a URL without its options (emu://rc), a device as it is."""
+    if "://" in port:
+        base, _, query = port.partition("?")
+        for part in query.split("&"):
+            if part.startswith("board="):
+                return f"{base} ({part[6:]})"
+        return base
+    return port
 
 
 def _end_reason(code: int) -> str:
