@@ -158,7 +158,8 @@ class Frontend:
             code = self._max
         self.dac.write(code)
         self.set_nA = i_nA
-        act = int(round((code - mid) * fs / mid * gain / 1000000.0)) + off
+        # float first: (code - mid) * fs would be a big int (an allocation) on the RP2040
+        act = int(round((code - mid) * (fs / mid) * (gain / 1000000.0))) + off
         self.cmd_nA = act
         return act
 

@@ -16,7 +16,7 @@ sys.modules, runs gc.collect(), puts the MCU in its reset state (all GPIO inputs
 open, no range selected; watchdog stopped; reset_cause set) and imports main again.
 The world (cell, clock, chips, calibration files in cwd) persists; RAM state does not.
 
-If main returns (or raises, or calls sys.exit) the board sits in the REPL: with a
+If main returns (or raises, calls sys.exit, or gets a Ctrl-C) the board sits in the REPL: with a
 running watchdog virtual time runs on until it resets the board, otherwise the process
 exits (code 0 after a return / sys.exit, 1 after an uncaught exception, with the
 traceback on stderr).  Exit code 0 also for the control command 'quit', stop_after_s and
@@ -97,6 +97,8 @@ def run():
                 raise
             except SystemExit:
                 why = 'main called sys.exit'
+            except KeyboardInterrupt:
+                why = 'main interrupted (Ctrl-C)'
             except Exception as e:
                 sys.print_exception(e, sys.stderr)
                 code = 1
