@@ -128,6 +128,7 @@ ERR_FLASH = const(3)
 ERR_FRONTEND = const(4)
 ERR_LOOP = const(5)
 ERR_SCHEDULE = const(6)
+ERR_COMMAND = const(7)
 
 # tuning
 MIN_TICK_MS = const(5)  # shortest control tick a schedule may ask for
@@ -232,6 +233,7 @@ class Engine:
         self.i = 0
         self.range = fe.range
         self.n_ticks = 0
+        self.landing = True  # land ticks on predicted V crossings (off: plain tick grid)
 
     # ==== schedule ======================================================================
     def load(self, blob):
@@ -339,6 +341,10 @@ class Engine:
         self.cv_pv = 0
         self.cv_pi = 0
         self.cv_e0 = 0
+        self.cv_dok = False
+        self.cv_d16 = 0
+        self.cv_vp = 0
+        self.cv_i2 = 0
         self.vl_ok = False
         self.i_int = 0
         self.cv_alt = 0
@@ -408,10 +414,11 @@ class Engine:
         if st not in (ST_RUNNING, ST_PAUSED, ST_HOLD, ST_INTERRUPTED):
             return E_STATE, st
         self.fe.safe()
-        self.open = True
         if st != ST_INTERRUPTED:
-            self._sample(F_STEP_LAST | F_OPEN, True)
+            self._sample(F_STEP_LAST, True)
             self._event(EV_STEP_END, SE_HOST, 0, self.q_step)
+        self.open = True
+        self.cv = False
         self._event(EV_STOPPED, 0, self.run_id, 0)
         self._event(EV_RUN_END, RE_HOST, self.run_id, 0)
         self.state = ST_STOPPED

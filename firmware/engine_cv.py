@@ -27,6 +27,10 @@ def _cv_begin(self):
     self.cv_p = 0
     self.cv_pv = self.v
     self.cv_e0 = self.v_set - self.v
+    self.cv_dok = False  # disturbance observer: needs one control tick of history
+    self.cv_d16 = 0
+    self.cv_vp = self.v
+    self.cv_i2 = self.i_int
     # no estimate of the load yet: identify it first (doubling current ramp, then a hold)
     self.cv_probe = 1 if self.r_est <= 0 else 0
 
@@ -60,18 +64,48 @@ def _cv(self, v):
     d = r + h
     if d < 1:
         d = 1
-    # model-based PI (velocity form): the load is R + C (h = T/C); choose the current that
-    # moves V a fraction g of the way to v_set in one tick: I = (g*sign*e + R*I_prev)/(R+h)
-    ae = e if e >= 0 else -e
-    if ae > 4 * _ID_MIN_DV:
-        ge = e * 500  # g = 1/2 (µV*1000 -> nV)
-    elif ae > _ID_MIN_DV // 4:
-        ge = e * 250
+    # Model-based PI with a disturbance observer. Load model over one tick T:
+    #   V[k+1] - V[k] = sign*(h*I[k] + R*(I[k] - I[k-1])) + dist      (h = T/C)
+    # ``dist`` (drift the model does not explain: leak/diffusion paths, OCV curvature, a wrong
+    # R or C) is observed every tick and filtered (1/16); the current is chosen to move V a
+    # fraction g of the way to v_set:  I[k] = (sign*(g*e - dist) + R*I[k-1]) / (R + h).
+    # The observer is the integral action: no steady error, also with a DC path.
+    i1 = self.i_int  # the current of the interval that just ended
+    if self.cv_dok:
+        pred = h * i1 + r * (i1 - self.cv_i2)  # nV
+        pred = pred // 1000 if pred >= 0 else -((-pred) // 1000)
+        dobs = v - self.cv_vp - (pred if sign > 0 else -pred)
+        if dobs > _DV_CLAMP:
+            dobs = _DV_CLAMP
+        elif dobs < -_DV_CLAMP:
+            dobs = -_DV_CLAMP
+        self.cv_d16 += dobs - (self.cv_d16 >> 4)
     else:
-        ge = e * 125  # close to v_set: low gain, averages ADC noise
+        self.cv_dok = True
+    self.cv_vp = v
+    self.cv_i2 = i1
+    # g*e in nV, g continuous and piecewise linear in |e|: 1/8 within 0.5 mV of v_set
+    # (averages ADC noise), 1/4 up to 8 mV, 1/2 beyond
+    ae = e if e >= 0 else -e
+    if ae > _DV_CLAMP:
+        ae = _DV_CLAMP
+    if ae <= 500:
+        ge = ae * 125
+    elif ae <= 8000:
+        ge = 62500 + (ae - 500) * 250
+    else:
+        ge = 1937500 + (ae - 8000) * 500
+    if e < 0:
+        ge = -ge
+    dist = self.cv_d16 >> 4
+    if dist > _DV_CLAMP:
+        dist = _DV_CLAMP
+    elif dist < -_DV_CLAMP:
+        dist = -_DV_CLAMP
+    ge -= dist * 1000
     if sign < 0:
         ge = -ge
-    num = ge + r * self.i_int
+    num = ge + r * i1
     x = (num + num + d) // (d + d)
     x = self._cv_limit(x)
     di = x - self.i_int
@@ -88,6 +122,7 @@ def _cv(self, v):
             self.cv_alt = 0
             self.r_est = r + r if r + r < _R_MAX else _R_MAX
             self.h_rate += self.h_rate
+            self.cv_dok = False
     elif di > big or di < -big:
         self.cv_alt = 0
     self.cv_last_di = di

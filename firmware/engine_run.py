@@ -111,6 +111,7 @@ def _run(self, dt, measure):
         self.range = fe.range
         flags = _F_RANGE
         self._event(_EV_RANGE, 0, self.range, 0)
+        self.cv_dok = False
     elif self.range != fe.range:
         self.range = fe.range
     if fe.clipped:
@@ -230,19 +231,28 @@ def _safety(self, v, i, dt):
     if self.sf_ms < 0:
         self.sf_ms = 0
         self.sf_code = code
+        if self.deb > 0:
+            self._sample(0, False)  # the first point past the limit is always recorded
     else:
         self.sf_ms += dt
     if self.sf_ms < self.deb:
         return False
-    # trip: relay open, DAC zero, log, _ST_TRIPPED
-    self.fe.safe()
+    # trip: relay open + DAC zero at once, then log: last point of the step (the reading that
+    # tripped), EV_SAFETY, a fresh reading with the relay open, step end, run end
+    fe = self.fe
+    fe.safe()
+    self._sample(_F_STEP_LAST, True)
     self.open = True
-    self._sample(_F_STEP_LAST | _F_OPEN, True)
     self._event(_EV_SAFETY, code, val, self.sf_ms)
+    fe.measure()
+    self.v = fe.v_uV
+    self.i = fe.i_nA
+    self._sample(0, False)
     self._event(_EV_STEP_END, _SE_ABORT, code, self.q_step)
     self._event(_EV_RUN_END, _RE_SAFETY, self.run_id, 0)
     self.state = _ST_TRIPPED
     self.active = False
+    self.cv = False
     self.persist_dirty = True
     self._due(_IDLE_TICK_MS)
     return True
@@ -349,6 +359,13 @@ def _plan(self, v):
         if -_NEAR_UV <= d <= _NEAR_UV:
             near = True
         land = self._cross(d, slope)
+    # the safety window too: a trip then starts its debounce right at the crossing
+    t = self._cross(self.vmin - v, slope)
+    if t >= 0 and (land < 0 or t < land):
+        land = t
+    t = self._cross(self.vmax - v, slope)
+    if t >= 0 and (land < 0 or t < land):
+        land = t
     for q, op, act, val, tgt, vs, vms in self.lims:
         if q == _Q_V:
             d = val - v
@@ -366,7 +383,7 @@ def _plan(self, v):
     if land >= 0:
         if delay > tick and land <= _SLOW_HORIZON * self.slow_ms:
             delay = tick
-        if land < delay:
+        if land < delay and self.landing:
             # land just after the predicted crossing instead of up to a tick later
             m = tick // 16
             if m < 2:

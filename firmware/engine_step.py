@@ -306,6 +306,7 @@ def _reconnect(self):
     self.i_fresh = True
     self.slope_ok = False
     self.vl_ok = False
+    self.cv_dok = False
     self.step_ticks = 0
     self.dv_v = self.v
     self.dv_ms = 0

@@ -71,6 +71,7 @@ class Frontend:
         q0_nah=0,
         r2_ohm=0,
         tau2_ms=0,
+        rp_ohm=0,
         noise_uv=0,
         noise_na=0,
         lsb_uv=0,
@@ -96,6 +97,9 @@ class Frontend:
         self.r2 = r2_ohm
         self.tau2 = tau2_ms
         self.vpol = 0  # µV
+        self.rp = rp_ohm  # RC model: leak across C (0 = none)
+        self.u = v0_uv  # RC model with leak: capacitor voltage µV
+        self.uacc = 0
         self.noise_uv = noise_uv
         self.noise_na = noise_na
         self.lsb = lsb_uv
@@ -108,8 +112,20 @@ class Frontend:
         self.saved = 0
         self.n_measure = 0
         self.n_set = 0
-        self.trace = None  # optional list of (t, v_true_before, i_before, i_after) at changes
+        self.trace = None  # optional list of (t, v_true_before, i_before, i_after, q_nAms)
         self.fail_measure = False
+        self.stats_reset()
+
+    def stats_reset(self):
+        # running statistics of the commanded current (no list needed for long runs)
+        self.n_cmd = 0  # changes of the flowing current
+        self.sign_changes = 0  # sign changes of successive current changes dI
+        self.cmd_first = 0
+        self.cmd_absmax = 0
+        self._last_di = 0
+        self.sc_big = 0  # sign changes where both |dI| exceed sc_thr (nA) and 1/1000 of |I|
+        self.sc_di_max = 0  # largest |dI| taking part in a sign change
+        self.sc_thr = 50
 
     # ---- model -------------------------------------------------------------------------
     def i_flow(self):
@@ -123,6 +139,18 @@ class Frontend:
         self.t_last = now
         i = self.i_flow()
         self.q += i * dt
+        if self.rp:
+            # C || Rp: du/dt = -(i + u/Rp)/C, 1 ms Euler sub-steps (Rp*C >> 1 ms)
+            u = self.u
+            acc = self.uacc
+            den = self.c * 1000
+            for _ in range(dt):
+                acc -= i * 1000 + u * 1000000 // self.rp
+                du = acc // den
+                acc -= du * den
+                u += du
+            self.u = u
+            self.uacc = acc
         if self.r2 and self.tau2:
             # exact-enough first order step in integers: vpol -> r2*i/1000
             target = self.r2 * i // 1000
@@ -133,6 +161,8 @@ class Frontend:
 
     def ocv(self):
         if self.model == "rc":
+            if self.rp:
+                return self.u
             return self.v0 - self.q // self.c
         qn = self.q  # nA*ms
         t = SI_TABLE
@@ -160,8 +190,29 @@ class Frontend:
         return (self.seed >> 8) % (2 * n + 1) - n
 
     def _log(self, i_after):
+        di = i_after - self.i_flow()
+        if di:
+            if self.n_cmd == 0:
+                self.cmd_first = i_after
+            self.n_cmd += 1
+            a = i_after if i_after >= 0 else -i_after
+            if a > self.cmd_absmax:
+                self.cmd_absmax = a
+            if self._last_di and (di > 0) != (self._last_di > 0):
+                self.sign_changes += 1
+                ad = di if di > 0 else -di
+                al = self._last_di if self._last_di > 0 else -self._last_di
+                m = ad if ad < al else al
+                if m > self.sc_di_max:
+                    self.sc_di_max = m
+                thr = a // 1000
+                if thr < self.sc_thr:
+                    thr = self.sc_thr
+                if ad > thr and al > thr:
+                    self.sc_big += 1
+            self._last_di = di
         if self.trace is not None:
-            self.trace.append((self.clock.t, self.v_true(), self.i_flow(), i_after))
+            self.trace.append((self.clock.t, self.v_true(), self.i_flow(), i_after, self.q))
 
     # ---- interface ---------------------------------------------------------------------
     def connect(self):

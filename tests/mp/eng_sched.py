@@ -9,7 +9,7 @@ SAMPLE = 0x44
 EVENT = 0x45
 
 
-def hdr(policy=0, tick=100, slow=1000, deb=0, vmin=-3000000, vmax=3000000, imax=10000000,
+def hdr(policy=0, tick=100, slow=1000, deb=0, vmin=-2000000, vmax=2000000, imax=10000000,
         tmax=S.TEMP_OFF):
     return (policy, tick, slow, deb, vmin, vmax, imax, tmax)
 
@@ -27,7 +27,8 @@ def build(header, steps):
     return S.encode(header, steps)
 
 
-def run(eng, clock, max_ms, stop_states=(4, 5, 8), drain_into=None, ack=True, every=None):
+def run(eng, clock, max_ms, stop_states=(4, 5, 8), drain_into=None, ack=True, every=None,
+        samples=True):
     """Virtual main loop: jump the clock to the engine's next due time and tick, until
     ``max_ms`` of virtual time passed or the state is in ``stop_states``. Drains (and acks)
     the ring into ``drain_into`` (a list) when given. ``every(eng)`` runs after each tick."""
@@ -40,14 +41,14 @@ def run(eng, clock, max_ms, stop_states=(4, 5, 8), drain_into=None, ack=True, ev
         if every is not None:
             every(eng)
         if drain_into is not None:
-            drain(eng.ring, drain_into, ack)
+            drain(eng.ring, drain_into, ack, samples)
         if eng.state in stop_states:
             break
     if drain_into is not None:
-        drain(eng.ring, drain_into, ack)
+        drain(eng.ring, drain_into, ack, samples)
 
 
-def drain(ring, out, ack=True):
+def drain(ring, out, ack=True, samples=True):
     """Decode every unsent record into ``out``: ('S', seq, t_ms_total, v, i, q, step, cycle,
     range, flags) or ('E', seq, t_ms_total, code, reason, step, cycle, value, aux)."""
     last = -1
@@ -57,8 +58,9 @@ def drain(ring, out, ack=True):
             break
         typ, seq, pay = ring.record(off)
         if typ == SAMPLE:
-            t_s, t_ms, v, i, q, st, cy, rg, fl = struct.unpack("<IHiiiHHBB", bytes(pay))
-            out.append(("S", seq, t_s * 1000 + t_ms, v, i, q, st, cy, rg, fl))
+            if samples:
+                t_s, t_ms, v, i, q, st, cy, rg, fl = struct.unpack("<IHiiiHHBB", bytes(pay))
+                out.append(("S", seq, t_s * 1000 + t_ms, v, i, q, st, cy, rg, fl))
         else:
             t_s, t_ms, code, reason, st, cy, val, aux = struct.unpack("<IHBBHHii", bytes(pay))
             out.append(("E", seq, t_s * 1000 + t_ms, code, reason, st, cy, val, aux))
@@ -74,3 +76,36 @@ def events(recs, code=None):
 
 def samples(recs, step=None):
     return [r for r in recs if r[0] == "S" and (step is None or r[6] == step)]
+
+
+class Count:
+    # a drain sink that only counts (long runs on a small heap): records, samples, events by
+    # code, seq monotonicity, F_STEP_FIRST / F_STEP_LAST points
+    def __init__(self):
+        self.n = 0
+        self.samples = 0
+        self.ev = {}
+        self.last_seq = -1
+        self.seq_errors = 0
+        self.firsts = 0
+        self.lasts = 0
+        self.gaps = 0
+
+    def append(self, r):
+        self.n += 1
+        if r[1] <= self.last_seq:
+            self.seq_errors += 1
+        self.last_seq = r[1]
+        if r[0] == "E":
+            self.ev[r[3]] = self.ev.get(r[3], 0) + 1
+        else:
+            self.samples += 1
+            if r[9] & 1:
+                self.firsts += 1
+            if r[9] & 2:
+                self.lasts += 1
+            if r[9] & 0x40:
+                self.gaps += 1
+
+    def __len__(self):
+        return self.n

@@ -1,0 +1,386 @@
+# USB CDC byte stream <-> frames, command dispatch, record streaming.
+#
+# poll() reads what the host sent without blocking (select.poll with timeout 0, then one byte
+# per readinto so a blocking stream never waits), feeds a framing.Deframer and answers every
+# frame: OK (echoing the request type; frame seq = the request id) or NACK (request type, a
+# messages.E_* code, a detail); malformed frames, unknown types, wrong lengths and absurd
+# schedules get a NACK, never an exception out of here. Then it streams records from the ring's
+# send pointer, at most MAX_TX frames per call. Nothing is streamed before the host's HELLO
+# (after a reset the host learns of it from INFO.reset_cause and the EV_INTERRUPTED record).
+# HELLO rewinds the send pointer to the oldest unacked record; REPLAY(seq) moves it; ACK(seq)
+# frees records. 0x03 is data here: main.py sets micropython.kbd_intr(-1) while the link runs.
+
+import struct
+
+from protocol import framing as F
+from protocol import messages as M
+from protocol import schedule as S
+
+FW_VERSION = (0, 1, 0)
+MAX_RX = 600  # bytes read per poll() (a few frames)
+MAX_TX = 16  # records streamed per poll()
+
+
+class StdIO:
+    # the USB CDC: sys.stdin / sys.stdout in binary
+    def __init__(self):
+        import select
+        import sys
+
+        self.inp = sys.stdin.buffer
+        self.out = sys.stdout.buffer
+        self.poller = select.poll()
+        self.poller.register(sys.stdin, select.POLLIN)
+        self.b1 = bytearray(1)
+
+    def read_byte(self):
+        # next byte, or -1 when nothing is waiting (never blocks)
+        ev = self.poller.poll(0)
+        if not ev or not (ev[0][1] & 1):
+            return -1
+        if self.inp.readinto(self.b1, 1) != 1:
+            return -1
+        return self.b1[0]
+
+    def write(self, data):
+        self.out.write(data)
+
+
+def _i32(x):
+    x &= 0xFFFFFFFF
+    return x - 0x100000000 if x & 0x80000000 else x
+
+
+class Link:
+    def __init__(self, eng, fe, io=None, board_id=b"", caps=0, rs=None):
+        self.eng = eng
+        self.ring = eng.ring
+        self.fe = fe
+        self.io = io if io is not None else StdIO()
+        self.rs = rs
+        self.board_id = (bytes(board_id) + bytes(8))[:8]
+        self.caps = caps
+        self.dfr = F.Deframer()
+        self.enc = F.Encoder()
+        self.rxbuf = bytearray(1)
+        self.sched = bytearray(S.MAX_BYTES)
+        self.up_total = -1  # schedule upload in progress when >= 0
+        self.up_crc = 0
+        self.up_got = 0
+        self.hello = False
+        self.want_repl = False
+        self.want_reset = False
+        self.rx_bytes = 0
+        self.rx_frames = 0
+        self.tx_frames = 0
+        self.nacks = 0
+        self.errors = 0
+        self.last_error = None
+        self.uptime_ms = 0
+
+    # ---- I/O ---------------------------------------------------------------------------
+    def poll(self):
+        n = 0
+        io = self.io
+        buf = self.rxbuf
+        dfr = self.dfr
+        while n < MAX_RX:
+            b = io.read_byte()
+            if b < 0:
+                break
+            n += 1
+            buf[0] = b
+            dfr.push(buf, 0)
+            if dfr.ready:
+                self.rx_frames += 1
+                self.handle()
+            elif dfr.error is not None:
+                self._nack(0, 0, M.E_FRAME, dfr.error.code)
+            if self.want_repl or self.want_reset:
+                break
+        self.rx_bytes += n
+        if self.hello and not self.want_repl:
+            self.stream()
+        return n
+
+    def feed(self, data):
+        # push a whole byte string through the deframer (tests, and hosts of the link object)
+        i = 0
+        n = len(data)
+        dfr = self.dfr
+        while i < n:
+            i = dfr.push(data, i)
+            if dfr.ready:
+                self.rx_frames += 1
+                self.handle()
+            elif dfr.error is not None:
+                self._nack(0, 0, M.E_FRAME, dfr.error.code)
+
+    def _send(self, typ, seq, payload):
+        self.io.write(self.enc.encode(typ, seq, payload))
+        self.tx_frames += 1
+
+    def _ok(self, req, rid):
+        self._send(M.OK, rid, struct.pack("<B", req & 0xFF))
+
+    def _nack(self, req, rid, code, detail):
+        self.nacks += 1
+        self._send(M.NACK, rid, struct.pack("<BBi", req & 0xFF, code, _i32(detail)))
+
+    def stream(self):
+        ring = self.ring
+        enc = self.enc
+        k = 0
+        while k < MAX_TX:
+            off = ring.peek_send()
+            if off < 0:
+                break
+            typ, seq, pay = ring.record(off)
+            try:
+                self.io.write(enc.encode(typ, seq, pay))
+            except OSError:
+                break
+            ring.mark_sent()
+            self.tx_frames += 1
+            k += 1
+        return k
+
+    # ---- commands ----------------------------------------------------------------------
+    def handle(self):
+        d = self.dfr
+        typ = d.type
+        rid = d.seq
+        pay = d.payload
+        if (d.version >> 4) != F.PROTO_MAJOR:
+            self._nack(typ, rid, M.E_VERSION, F.VERSION_BYTE)
+            return
+        if typ >= 0x40 or typ not in M.LAYOUTS:
+            self._nack(typ, rid, M.E_UNKNOWN_TYPE, typ)
+            return
+        if M.check_length(typ, len(pay)):
+            self._nack(typ, rid, M.E_LENGTH, M.size(typ))
+            return
+        try:
+            self._dispatch(typ, rid, pay)
+        except Exception as e:  # a firmware bug must not take the link down
+            self.errors += 1
+            self.last_error = e
+            if typ in (M.START, M.RESUME, M.PAUSE, M.STOP):
+                self.eng.fault(7, typ)  # engine.ERR_COMMAND: safe state
+            self._nack(typ, rid, M.E_INTERNAL, typ)
+
+    def _reply_rc(self, typ, rid, rc):
+        if rc == 0:
+            self._ok(typ, rid)
+        else:
+            self._nack(typ, rid, rc[0], rc[1])
+
+    def _dispatch(self, typ, rid, pay):
+        eng = self.eng
+        ring = self.ring
+        if typ == M.ACK:
+            ring.ack(struct.unpack_from("<I", pay, 0)[0])
+            self._ok(typ, rid)
+        elif typ == M.STATUS_REQ:
+            self._send(M.STATUS, rid, self.status_payload())
+        elif typ == M.PING:
+            self._send(M.PONG, rid, struct.pack("<II", struct.unpack_from("<I", pay, 0)[0],
+                                                self.uptime_ms // 1000))
+        elif typ == M.HELLO:
+            major = pay[0]
+            if not M.compatible(major):
+                self._nack(typ, rid, M.E_VERSION, F.VERSION_BYTE)
+                return
+            self.hello = True
+            ring.sent = 0  # resend everything not yet acked
+            self._send(M.INFO, rid, self.info_payload())
+        elif typ == M.REPLAY:
+            r = ring.replay(struct.unpack_from("<I", pay, 0)[0])
+            if r < 0:
+                self._ok(typ, rid)
+            else:
+                self._nack(typ, rid, M.E_SEQ_GONE, r)
+        elif typ == M.SCHED_BEGIN or typ == M.SCHED_CHUNK or typ == M.SCHED_END:
+            self._upload(typ, rid, pay)
+        elif typ == M.SCHED_READ:
+            off, n = struct.unpack_from("<IH", pay, 0)
+            blob = eng.blob
+            if blob is None:
+                self._nack(typ, rid, M.E_NO_SCHEDULE, 0)
+            elif n > M.MAX_CHUNK:
+                self._nack(typ, rid, M.E_LENGTH, M.MAX_CHUNK)
+            elif off > len(blob):
+                self._nack(typ, rid, M.E_RANGE, len(blob))
+            else:
+                self._send(M.SCHED_DATA, rid, struct.pack("<I", off) + blob[off : off + n])
+        elif typ == M.START:
+            self._reply_rc(typ, rid, eng.start(struct.unpack_from("<I", pay, 0)[0]))
+        elif typ == M.PAUSE:
+            self._reply_rc(typ, rid, eng.pause())
+        elif typ == M.RESUME:
+            self._reply_rc(typ, rid, eng.resume())
+        elif typ == M.STOP:
+            self._reply_rc(typ, rid, eng.stop())
+        elif typ == M.CAL_GET or typ == M.CAL_SET:
+            self._cal(typ, rid, pay)
+        elif typ == M.CAL_SAVE:
+            if self._busy():
+                self._nack(typ, rid, M.E_STATE, eng.state)
+                return
+            self.fe.save_cal()
+            self._ok(typ, rid)
+        elif typ == M.ENTER_REPL:
+            if self._busy():
+                self._nack(typ, rid, M.E_STATE, eng.state)
+                return
+            self._ok(typ, rid)
+            self.want_repl = True
+        elif typ == M.RESET:
+            self._ok(typ, rid)
+            self.want_reset = True
+        else:
+            self._nack(typ, rid, M.E_UNKNOWN_TYPE, typ)
+
+    def _busy(self):
+        st = self.eng.state
+        return st == M.ST_RUNNING or st == M.ST_HOLD or st == M.ST_PAUSED
+
+    def _cal(self, typ, rid, pay):
+        fe = self.fe
+        if typ == M.CAL_GET:
+            rng, ch = struct.unpack_from("<BB", pay, 0)
+        else:
+            rng, ch, off, gain = struct.unpack_from("<BBii", pay, 0)
+            if self._busy():
+                self._nack(typ, rid, M.E_STATE, self.eng.state)
+                return
+        if rng >= self.eng.n_ranges or ch > 2:
+            self._nack(typ, rid, M.E_RANGE, rng if rng >= self.eng.n_ranges else ch)
+            return
+        try:
+            if typ == M.CAL_GET:
+                off, gain = fe.get_cal(rng, ch)
+                self._send(M.CAL, rid, struct.pack("<BBii", rng, ch, off, gain))
+                return
+            fe.set_cal(rng, ch, off, gain)
+        except (ValueError, IndexError, KeyError):
+            self._nack(typ, rid, M.E_RANGE, rng)
+            return
+        self._ok(typ, rid)
+
+    def _upload(self, typ, rid, pay):
+        eng = self.eng
+        st = eng.state
+        if st == M.ST_RUNNING or st == M.ST_PAUSED or st == M.ST_HOLD or st == M.ST_INTERRUPTED:
+            self._nack(typ, rid, M.E_STATE, st)
+            return
+        if typ == M.SCHED_BEGIN:
+            total, crc = struct.unpack_from("<IH", pay, 0)
+            if total > S.MAX_BYTES:
+                self._nack(typ, rid, M.E_TOO_LARGE, S.MAX_BYTES)
+                return
+            if total < S.HEADER_SIZE:
+                self._nack(typ, rid, M.E_SCHEDULE, S.ScheduleError(S.ERR_LENGTH).nack_detail())
+                return
+            self.up_total = total
+            self.up_crc = crc
+            self.up_got = 0
+            self._ok(typ, rid)
+            return
+        if self.up_total < 0:
+            self._nack(typ, rid, M.E_STATE, st)
+            return
+        if typ == M.SCHED_CHUNK:
+            off = struct.unpack_from("<I", pay, 0)[0]
+            n = len(pay) - 4
+            if off > self.up_got:
+                self._nack(typ, rid, M.E_RANGE, self.up_got)  # detail: the offset expected
+                return
+            if off + n > self.up_total:
+                self._nack(typ, rid, M.E_RANGE, self.up_total)
+                return
+            self.sched[off : off + n] = pay[4:]
+            if off + n > self.up_got:
+                self.up_got = off + n
+            self._ok(typ, rid)
+            return
+        # SCHED_END
+        total = self.up_total
+        if self.up_got != total:
+            self._nack(typ, rid, M.E_CHECKSUM, self.up_got)
+            return
+        crc = F.crc16(self.sched, 0, total)
+        if crc != self.up_crc:
+            self._nack(typ, rid, M.E_CHECKSUM, crc)
+            return
+        self.up_total = -1
+        blob = bytes(self.sched[:total])
+        try:
+            eng.load(blob)
+        except S.ScheduleError as e:
+            self._nack(typ, rid, M.E_SCHEDULE, e.nack_detail())
+            return
+        except Exception:
+            self._nack(typ, rid, M.E_SCHEDULE, S.ScheduleError(S.ERR_LENGTH).nack_detail())
+            return
+        if self.rs is not None:
+            try:
+                self.rs.save_blob(blob)
+            except Exception:
+                eng.fault(3, 0)  # engine.ERR_FLASH: logged; the schedule stays loaded in RAM
+        self._ok(typ, rid)
+
+    # ---- payloads ----------------------------------------------------------------------
+    def info_payload(self):
+        eng = self.eng
+        fe = self.fe
+        caps = self.caps | M.CAP_CAL | M.CAP_REPL
+        if hasattr(fe, "autorange"):
+            caps |= M.CAP_AUTORANGE
+        if eng.has_temp:
+            caps |= M.CAP_TEMP
+        hv0 = eng.hw_v_min if eng.hw_v_min > -(2**31) else -(2**31)
+        hv1 = eng.hw_v_max if eng.hw_v_max < 2**31 else 2**31 - 1
+        return M.pack_info(
+            (
+                FW_VERSION[0],
+                FW_VERSION[1],
+                FW_VERSION[2],
+                F.PROTO_MAJOR,
+                F.PROTO_MINOR,
+                eng.n_ranges,
+                caps & 0xFFFF,
+                self.board_id,
+                hv0,
+                hv1,
+                eng.compliance,
+                self.ring.capacity,
+                eng.tick_ms,
+                eng.state,
+                eng.reset_cause,
+                eng.run_id,
+            ),
+            eng.fs,
+        )
+
+    def status_payload(self):
+        eng = self.eng
+        ring = self.ring
+        return struct.pack(
+            "<BBHHHIHiiiIIIII",
+            eng.state,
+            eng.range,
+            eng.step & 0xFFFF,
+            eng.cycle & 0xFFFF,
+            eng.status_flags(),
+            eng.rt_s,
+            eng.rt_ms,
+            eng.v,
+            eng.i,
+            eng.q_step,
+            eng.run_id,
+            ring.first_seq(),
+            ring.last_seq(),
+            ring.acked & 0xFFFFFFFF,
+            ring.dropped,
+        )

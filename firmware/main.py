@@ -1,0 +1,300 @@
+# Boot and main loop of the sicell board.
+#
+# Boot: front end safe first (relay open, DAC zero), watchdog (board config, default 8000 ms),
+# run state from flash: a run active at reset stays safe in ST_INTERRUPTED with EV_INTERRUPTED
+# queued (reason = reset cause, value = run id); RESUME restarts the interrupted step.
+# Loop: engine.tick() when due, link.poll() between ticks, flash housekeeping, watchdog feed,
+# then time.sleep_ms until the next tick or link poll (the emulator's virtual clock advances on
+# sleeps, so the loop never waits inside select.poll). Any unexpected exception: front end
+# safe, EV_ERROR, keep serving the link. ENTER_REPL returns from main() with Ctrl-C restored.
+#
+# Memory: modules are imported one by one with a collection in between (each compiles from
+# source within the heap left over), and the ring takes what is free after that, minus
+# HEAP_KEEP bytes for run time (clamped to RING_MIN..RING_MAX slots; board config "ring_slots"
+# overrides).
+
+import gc
+import time
+
+HEAP_KEEP = 40000
+RING_MIN = 256
+RING_MAX = 2048
+POLL_ACTIVE_MS = 20  # link poll period while the host is talking
+POLL_IDLE_MS = 100  # ... and when it has been quiet for ACTIVE_WINDOW_MS
+ACTIVE_WINDOW_MS = 2000
+ERR_TICK = 1
+ERR_LINK = 2
+ERR_FLASH = 3
+ERR_FRONTEND = 4
+
+
+class _DeadFrontend:
+    # stands in when the real front end cannot be built: the link still answers (HELLO shows
+    # the board), runs fail to start with EV_ERROR
+    n_ranges = 1
+    full_scale_nA = (1000,)
+    range = 0
+    autorange = False
+    v_uV = 0
+    i_nA = 0
+    clipped = False
+    connected = False
+
+    def connect(self):
+        raise OSError("front end missing")
+
+    def disconnect(self):
+        pass
+
+    def set_range(self, idx):
+        raise OSError("front end missing")
+
+    def set_current(self, i_nA):
+        raise OSError("front end missing")
+
+    def measure(self):
+        return False
+
+    def safe(self):
+        pass
+
+    def get_cal(self, rng, channel):
+        return 0, 1000000
+
+    def set_cal(self, rng, channel, offset, gain_ppm):
+        raise OSError("front end missing")
+
+    def save_cal(self):
+        raise OSError("front end missing")
+
+
+def _line(e):
+    # line number of the innermost frame of an exception (EV_ERROR detail), 0 if unknown
+    try:
+        import io
+        import sys
+
+        s = io.StringIO()
+        sys.print_exception(e, s)
+        t = s.getvalue()
+        k = t.rfind("line ")
+        if k >= 0:
+            j = k + 5
+            n = 0
+            while j < len(t) and "0" <= t[j] <= "9":
+                n = n * 10 + ord(t[j]) - 48
+                j += 1
+            return n
+    except Exception:
+        pass
+    return 0
+
+
+def _reset_cause(machine):
+    try:
+        rc = machine.reset_cause()
+    except Exception:
+        return 0
+    if rc == getattr(machine, "WDT_RESET", -1):
+        return 1  # messages.RC_WATCHDOG
+    if rc == getattr(machine, "SOFT_RESET", -1) or rc == getattr(machine, "HARD_RESET", -1):
+        return 2  # messages.RC_SOFT
+    if rc == getattr(machine, "BROWNOUT_RESET", -1):
+        return 3
+    return 0  # power on
+
+
+def _board_id(machine, cfg):
+    try:
+        return bytes(machine.unique_id())[:8]
+    except Exception:
+        pass
+    try:
+        return str(cfg.get("board_id", cfg.get("board", ""))).encode()[:8]
+    except Exception:
+        return b""
+
+
+def boot(fe=None, cfg=None, io=None, clock=None, machine=None, wdt=True):
+    # Build everything; returns a dict with fe, eng, ring, link, rs, wdt (tests pass fakes).
+    gc.collect()
+    if machine is None:
+        import machine
+    # 1. front end safe, before anything else can fail
+    fe_err = None
+    if cfg is None:
+        try:
+            import board
+
+            cfg = board.load()
+        except Exception as e:
+            cfg = {}
+            fe_err = e
+    if fe is None:
+        try:
+            import frontend
+
+            fe = frontend.Frontend(cfg if cfg else None)
+        except Exception as e:
+            fe = _DeadFrontend()
+            fe_err = e
+    try:
+        fe.safe()
+    except Exception:
+        pass
+    gc.collect()
+    import engine
+
+    gc.collect()
+    import ring as ringmod
+
+    gc.collect()
+    import runstate
+
+    gc.collect()
+    import link as linkmod
+
+    gc.collect()
+    # 2. watchdog
+    w = None
+    if wdt:
+        try:
+            ms = int(engine.cfg_get(cfg, "wdt_ms", 8000, "watchdog_ms"))
+            w = machine.WDT(timeout=ms)
+        except Exception:
+            w = None
+    # 3. run state, ring (sized to the heap), engine
+    rs = runstate.RunState()
+    try:
+        snap = rs.load()
+    except Exception:
+        snap = {}
+    gc.collect()
+    slots = engine.cfg_get(cfg, "ring_slots", 0)
+    if not slots:
+        slots = (gc.mem_free() - HEAP_KEEP) // ringmod.SLOT
+        slots = RING_MIN if slots < RING_MIN else (RING_MAX if slots > RING_MAX else slots)
+    rg = ringmod.Ring(slots, first_seq=rs.seq_limit)
+    eng = engine.Engine(fe, clock=clock, cfg=cfg, ring=rg)
+    cause = _reset_cause(machine)
+    eng.reset_cause = cause
+    # seq block reserved on flash before the first record can exist
+    try:
+        rs.save(eng, rg.next_seq)
+    except Exception:
+        pass
+    blob = None
+    try:
+        blob = rs.load_blob()
+        if blob:
+            eng.load(blob)
+    except Exception:
+        blob = None
+    if snap.get("active") and eng.steps is not None:
+        eng.interrupted(snap, cause)
+        try:
+            rs.save(eng, rg.next_seq)
+        except Exception:
+            pass
+    if fe_err is not None:
+        eng.fault(ERR_FRONTEND, 0)
+    caps = 0
+    if w is not None:
+        caps |= 0x80  # CAP_WDT
+    if cfg and ("emulator" in cfg or hasattr(machine, "_W")):
+        caps |= 0x40  # CAP_EMULATOR
+    lk = linkmod.Link(eng, fe, io=io, board_id=_board_id(machine, cfg or {}), caps=caps, rs=rs)
+    gc.collect()
+    return {"fe": fe, "eng": eng, "ring": rg, "link": lk, "rs": rs, "wdt": w, "cfg": cfg}
+
+
+def loop(b, clock=None, max_passes=-1):
+    # the main loop; returns when the host asked for the REPL (or after max_passes, for tests)
+    fe = b["fe"]
+    eng = b["eng"]
+    rg = b["ring"]
+    lk = b["link"]
+    rs = b["rs"]
+    w = b["wdt"]
+    clk = clock if clock is not None else time
+    sleep_ms = clk.sleep_ms
+    ticks_ms = clk.ticks_ms
+    ticks_diff = clk.ticks_diff
+    last = ticks_ms()
+    last_rx = last
+    tick_errors = 0
+    passes = 0
+    while max_passes < 0 or passes < max_passes:
+        passes += 1
+        now = ticks_ms()
+        lk.uptime_ms += ticks_diff(now, last)
+        last = now
+        if ticks_diff(now, eng.due) >= 0:
+            try:
+                eng.tick()
+            except Exception as e:
+                tick_errors += 1
+                try:
+                    fe.safe()
+                except Exception:
+                    pass
+                if tick_errors <= 4 or not (tick_errors & (tick_errors - 1)):
+                    eng.fault(ERR_TICK, _line(e))
+                d = 1000 * tick_errors
+                eng.t_last = ticks_ms()
+                eng._due(60000 if d > 60000 else d)
+        try:
+            if lk.poll():
+                last_rx = ticks_ms()
+        except Exception as e:
+            lk.errors += 1
+            lk.dfr.reset()
+            eng.fault(ERR_LINK, _line(e))
+        if lk.want_repl:
+            fe.safe()
+            return
+        if lk.want_reset:
+            _reset(fe)
+        if rs.housekeeping(eng, rg.next_seq) < 0:
+            eng.fault(ERR_FLASH, rs.failures)
+        if w is not None:
+            w.feed()
+        now = ticks_ms()
+        d = ticks_diff(eng.due, now)
+        if lk.hello and rg.pending():
+            continue  # records still to send: come straight back
+        p = POLL_ACTIVE_MS if ticks_diff(now, last_rx) < ACTIVE_WINDOW_MS else POLL_IDLE_MS
+        if d > p:
+            d = p
+        if d > 0:
+            sleep_ms(d)
+
+
+def _reset(fe):
+    try:
+        fe.safe()
+    except Exception:
+        pass
+    import machine
+
+    time.sleep_ms(20)  # let the OK leave
+    machine.reset()
+
+
+def main():
+    import micropython
+
+    b = boot()
+    micropython.kbd_intr(-1)  # binary link: 0x03 is data
+    try:
+        loop(b)
+    finally:
+        try:
+            b["fe"].safe()
+        except Exception:
+            pass
+        micropython.kbd_intr(3)
+
+
+if __name__ == "__main__":
+    main()
