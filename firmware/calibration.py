@@ -67,6 +67,8 @@ class Calibration:
         self.off = [[0] * N_CH for _ in range(self.n)]
         self.gain = [[UNITY] * N_CH for _ in range(self.n)]
         self.k = [[0] * N_CH for _ in range(self.n)]
+        self.gf = [[1.0] * N_CH for _ in range(self.n)]     # gain as a float
+        self.inv = [[1.0] * N_CH for _ in range(self.n)]    # 1 / gain as a float
 
     def load(self):
         try:
@@ -120,6 +122,8 @@ class Calibration:
         self.off[rng][ch] = offset
         self.gain[rng][ch] = gain_ppm
         self.k[rng][ch] = inv_dev(gain_ppm)
+        self.gf[rng][ch] = gain_ppm / UNITY
+        self.inv[rng][ch] = UNITY / gain_ppm
         self.is_default = False
 
     def reset(self, rng=None):
@@ -129,6 +133,8 @@ class Calibration:
                 self.off[r][c] = 0
                 self.gain[r][c] = UNITY
                 self.k[r][c] = 0
+                self.gf[r][c] = 1.0
+                self.inv[r][c] = 1.0
 
     def to_dict(self):
         return {'format': 'sicell-cal', 'version': 1, 'n_ranges': self.n,

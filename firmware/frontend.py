@@ -79,6 +79,8 @@ class Frontend:
         self.dac = drivers.make_dac(i2c, part, p)
         self._mid = self.dac.mid
         self._max = self.dac.max_code
+        self._lsb = tuple(fs / self._mid for fs in self.full_scale_nA)       # nA per code
+        self._lsb_inv = tuple(self._mid / fs for fs in self.full_scale_nA)
         self.dac.write(self._mid)
         part, p = board.adc(cfg)
         self.adc = drivers.make_adc(i2c, part, p)
@@ -146,20 +148,20 @@ class Frontend:
         return self._apply(i_nA)
 
     def _apply(self, i_nA):
+        # DAC code = mid + (I - offset) / gain * mid / FS; floats (a few boxed temporaries),
+        # because (I - offset) * mid would be a big int (an allocation) on the RP2040
         r = self.range
-        fs = self.full_scale_nA[r]
-        off, gain = self.cal.get(r, 2)
+        cal = self.cal
+        off = cal.off[r][2]
         mid = self._mid
-        cmd = (i_nA - off) * 1000000.0 / gain
-        code = mid + int(round(cmd * mid / fs))
+        code = mid + int(round((i_nA - off) * cal.inv[r][2] * self._lsb_inv[r]))
         if code < 0:
             code = 0
         elif code > self._max:
             code = self._max
         self.dac.write(code)
         self.set_nA = i_nA
-        # float first: (code - mid) * fs would be a big int (an allocation) on the RP2040
-        act = int(round((code - mid) * (fs / mid) * (gain / 1000000.0))) + off
+        act = int(round((code - mid) * self._lsb[r] * cal.gf[r][2])) + off
         self.cmd_nA = act
         return act
 

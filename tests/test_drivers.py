@@ -220,3 +220,11 @@ def test_noise_switch_and_continuous_mode(tmp_path: Path, monkeypatch: pytest.Mo
     assert len(set(r["quiet"])) == 1  # control command 'noise off'
     c1, c2 = r["cont"]
     assert abs(c1 - 160) <= 2 and abs(c2 + 3200) <= 4  # 10 mV then -0.2 V at +-2.048 V
+
+
+def test_hot_paths_allocation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """measure() allocates nothing; set_current() only a few boxed floats (32 bytes each on
+    the 64-bit unix port, 16 on the RP2040). A do-nothing I2C stub isolates the firmware."""
+    r = run_case("alloc_check.py", "", tmp_path, monkeypatch)
+    assert r["measure"] <= 0.5  # bytes per call: nothing but a one-off block in 100 calls
+    assert r["set_current"] <= 4 * 32

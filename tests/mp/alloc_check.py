@@ -1,0 +1,37 @@
+# Heap allocation of the Frontend hot paths with a do-nothing I2C bus (so that only the
+# firmware's own allocations count). Prints bytes allocated per call.
+import gc
+import json
+
+import frontend
+
+
+class StubI2C:
+    # answers like an idle ADS1115 / DAC: config reads OS=1, conversions 0x1234
+    def writeto(self, addr, buf, stop=True):
+        return len(buf)
+
+    def readfrom_mem_into(self, addr, reg, buf, addrsize=8):
+        buf[0] = 0x80 if reg == 1 else 0x12
+        buf[1] = 0x34
+
+
+fe = frontend.Frontend(i2c=StubI2C())
+fe.autorange = False
+fe.set_range(3)
+fe.measure()
+fe.set_current(1234567)
+out = {}
+for name in ("measure", "set_current"):
+    gc.collect()
+    gc.disable()
+    a0 = gc.mem_alloc()
+    for _ in range(100):
+        if name == "measure":
+            fe.measure()
+        else:
+            fe.set_current(1234567)
+    out[name] = (gc.mem_alloc() - a0) / 100
+    gc.enable()
+out["v_uV"] = fe.v_uV
+print(json.dumps(out))
