@@ -533,10 +533,11 @@ def test_launcher_outlives_the_host_process_that_started_it(rt: Path, standin: s
     assert not (rt / "orphan.json").exists()
 
 
-def test_sigterm_stops_and_cleans_up(emu: Starter, rt: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_and_cleans_up(emu: Starter, rt: Path, sig: int) -> None:
     h = emu("rc", board="term")
     board_pid = status(h)["board_pid"]
-    os.kill(h.pid, signal.SIGTERM)
+    os.kill(h.pid, sig)
     assert h.wait(10)
     assert h.process is not None and h.process.returncode == 0
     assert not (rt / "term.json").exists()
