@@ -16,7 +16,8 @@
 import gc
 import time
 
-HEAP_KEEP = 40000
+HEAP_KEEP = 40000  # bytes left free after boot (schedule decode, flash writes, frames)
+BOOT_REST = 12000  # what link + engine objects take after the ring is sized
 RING_MIN = 256
 RING_MAX = 2048
 POLL_ACTIVE_MS = 20  # link poll period while the host is talking
@@ -172,7 +173,7 @@ def boot(fe=None, cfg=None, io=None, clock=None, machine=None, wdt=True):
     gc.collect()
     slots = engine.cfg_get(cfg, "ring_slots", 0)
     if not slots:
-        slots = (gc.mem_free() - HEAP_KEEP) // ringmod.SLOT
+        slots = (gc.mem_free() - HEAP_KEEP - BOOT_REST) // ringmod.SLOT
         slots = RING_MIN if slots < RING_MIN else (RING_MAX if slots > RING_MAX else slots)
     rg = ringmod.Ring(slots, first_seq=rs.seq_limit)
     eng = engine.Engine(fe, clock=clock, cfg=cfg, ring=rg)
