@@ -8,6 +8,7 @@ firmware (``emu://rc``), through the Python API and the ``sicell`` command.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -446,3 +447,148 @@ def test_cli_run_subprocess(tmp_path: Path, emu_url: str) -> None:
     assert "Traceback" not in proc.stderr
     seqs = _all_seqs(db)
     assert seqs and len(seqs) == len(set(seqs))
+
+
+# A longer run (about 45 min of virtual time, seconds of real time) to hit with faults.
+LONG_TOML = """
+name = "e2e-long"
+vs = "cell"
+[reference]
+electrode = "In-Li"
+[safety]
+v_min = -0.9
+v_max = 0.9
+[recording]
+dt_s = 1
+dv_mv = 5
+[[step]]
+label = "lith"
+kind = "cc"
+direction = "lithiation"
+current_ua = 100
+duration_s = 30
+[[step]]
+kind = "rest"
+duration_s = 30
+[[step]]
+kind = "cc"
+direction = "delithiation"
+current_ua = 100
+duration_s = 30
+[[step]]
+kind = "loop"
+to = "lith"
+count = 30
+"""
+
+E2E_OPTS = SessionOptions(
+    batch_interval_s=0.1,
+    status_interval_s=0.5,
+    gap_wait_s=0.3,
+    replay_retry_s=1.0,
+    reconnect_initial_s=0.1,
+    reconnect_max_s=1.0,
+    reconnect_give_up_s=60.0,
+)
+
+
+def _rows(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        return len(_all_seqs(db))
+    except sqlite3.Error:
+        return 0
+
+
+def _wait_rows(db: Path, n: int, timeout: float = 120.0) -> None:
+    end = time.monotonic() + timeout
+    while _rows(db) < n:
+        assert time.monotonic() < end, f"fewer than {n} rows after {timeout} s"
+        time.sleep(0.02)
+
+
+def _check_complete_run(db: Path, decimated: int = 0) -> list[int]:
+    """Every seq at most once; every missing one decimated by the board (the next stored
+    sample carries F_GAP) and counted as such; the run's start and end stored."""
+    seqs = _all_seqs(db)
+    assert len(seqs) == len(set(seqs)), "duplicate seq"
+    missing = sorted(set(range(seqs[0], seqs[-1] + 1)) - set(seqs))
+    assert len(missing) == decimated, f"{len(missing)} missing, {decimated} decimated"
+    con = sqlite3.connect(db)
+    flags = dict(con.execute("SELECT seq, flags FROM samples").fetchall())
+    names = [r[0] for r in con.execute("SELECT name FROM events ORDER BY seq")]
+    con.close()
+    for s in missing:
+        nxt = next(k for k in range(s + 1, seqs[-1] + 1) if k in flags)
+        assert flags[nxt] & M.F_GAP, f"seq {s} missing without a gap flag on the next sample"
+    assert names[0] == "run_start" and names[-1] == "run_end"
+    return seqs
+
+
+@emulator
+def test_emulator_unplug_hangup_reconnects(tmp_path: Path, emu_url: str) -> None:
+    db = tmp_path / "long.db"
+    s = RunSession.new(parse_schedule(LONG_TOML), emu_url, db, options=E2E_OPTS)
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["summary"] = s.run()
+        except BaseException as e:
+            box["error"] = e
+
+    th = threading.Thread(target=work, daemon=True)
+    th.start()
+    _wait_rows(db, 200)
+    board = s.board
+    assert board is not None
+    board.link.ser.emulator.unplug(1.0, mode="hangup")
+    th.join(300)
+    assert not th.is_alive()
+    assert "error" not in box, box.get("error")
+    summary = box["summary"]
+    assert summary.reconnects >= 1
+    assert summary.state == "done"
+    # a decimated seq at the head of the board's buffer answers REPLAY with E_SEQ_GONE
+    _check_complete_run(db, summary.decimated + summary.lost_seqs)
+
+
+@emulator
+def test_emulator_host_restart_resume(tmp_path: Path, emu_url: str) -> None:
+    from click.testing import CliRunner
+    from sicell.cli import cli
+
+    db = tmp_path / "long.db"
+    s = RunSession.new(parse_schedule(LONG_TOML), emu_url, db, options=E2E_OPTS)
+
+    def detach_later() -> None:
+        _wait_rows(db, 150)
+        s.request_stop()
+
+    threading.Thread(target=detach_later, daemon=True).start()
+    with pytest.raises(Detached):
+        s.run()
+    before = _rows(db)
+    time.sleep(0.5)  # the board runs on, unobserved
+    res = CliRunner().invoke(cli, ["run", "--resume", str(db), "--port", emu_url, "--plain"])
+    assert res.exit_code == 0, res.output
+    con = sqlite3.connect(db)
+    meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+    con.close()
+    gone = json.loads(meta.get("lost_seqs", "[]"))
+    n_gone = int(meta.get("decimated_records", 0)) + sum(b - a + 1 for a, b in gone)
+    seqs = _check_complete_run(db, n_gone)
+    assert len(seqs) > before
+    assert "reattached" in res.output
+
+
+@emulator
+def test_emulator_lossy_link(tmp_path: Path, emu_url: str) -> None:
+    db = tmp_path / "lossy.db"
+    url = emu_url + "&drop=0.0005&corrupt=0.0005&duplicate=0.0005&direction=to_host"
+    sch = parse_schedule(LONG_TOML.replace("count = 30", "count = 8"))
+    summary = RunSession.new(sch, url, db, options=E2E_OPTS).run()
+    _check_complete_run(db, summary.decimated + summary.lost_seqs)
+    assert summary.framing_errors > 0
+    assert summary.replays > 0

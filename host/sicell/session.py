@@ -118,6 +118,7 @@ class RunSummary:
     reconnects: int = 0
     replays: int = 0
     lost_seqs: int = 0
+    decimated: int = 0
     framing_errors: int = 0
 
     def lines(self) -> list[str]:
@@ -129,13 +130,26 @@ class RunSummary:
             f"database: {self.db_path}",
             f"stored: {self.samples} samples, {self.events} events"
             + (
-                f" (seq {self.first_seq}..{self.last_seq}, each exactly once)"
+                (
+                    f" (seq {self.first_seq}..{self.last_seq}, each exactly once)"
+                    if not (self.decimated or self.lost_seqs)
+                    else f" (seq {self.first_seq}..{self.last_seq}, none twice, "
+                    f"{self.decimated + self.lost_seqs} missing: see below)"
+                )
                 if self.first_seq is not None
                 else ""
             ),
             f"test time: {fmt_duration(self.elapsed_s)}",
             f"link: {self.reconnects} reconnects, {self.replays} replays, "
             f"{self.framing_errors} bad frames, {self.lost_seqs} records lost",
+            *(
+                [
+                    f"decimated by the board while no host listened: {self.decimated} records "
+                    "(host-loss policy; the samples after them carry the gap flag)"
+                ]
+                if self.decimated
+                else []
+            ),
             f"cycles: {self.complete_cycles} complete"
             + (f" (board cycle counter at {self.board_cycle})" if self.board_cycle else ""),
         ]
@@ -234,6 +248,10 @@ class RunSession:
         self.base: int | None = None  # seq of this run's EV_RUN_START (None: not known yet)
         self.committed = 0  # highest seq stored with every lower run seq stored (or lost)
         self.pending: dict[int, Record] = {}
+        self.skipped: set[int] = set()  # seqs the board decimated (never to come)
+        self.decimated = 0
+        self.lost_count = 0
+        self.replay_counts: dict[int, int] = {}
         self.ready_upto = 0  # pending holds committed+1 .. ready_upto contiguously
         self.end_seq: int | None = None  # seq of EV_RUN_END once stored
         self.end_reason: str | None = None
@@ -525,14 +543,37 @@ class RunSession:
                         self.store.set_meta("first_seq", rec.seq)
                 for s in [s for s in self.pending if s < rec.seq]:
                     del self.pending[s]
+                for r in list(self.pending.values()):
+                    self._mark_gap(r)
             elif len(self.pending) > 100_000:
                 return
         elif rec.seq <= self.committed:
             return  # a duplicate of something stored
         self.pending[rec.seq] = rec
         if self.base is not None:
-            while self.ready_upto + 1 in self.pending:
-                self.ready_upto += 1
+            self._mark_gap(rec)
+            self._advance()
+
+    def _advance(self) -> None:
+        while self.ready_upto + 1 in self.pending or self.ready_upto + 1 in self.skipped:
+            self.ready_upto += 1
+
+    def _mark_gap(self, rec: Record) -> None:
+        """A sample flagged F_GAP says the board decimated samples before it (host-loss policy
+        "decimate" while the host was away; events are never dropped): the seqs missing
+        between it and the previous stored-or-pending sample will never come."""
+        if not (rec.is_sample and rec.fields["flags"] & M.F_GAP):
+            return
+        s = rec.seq - 1
+        while s > self.committed:
+            prev = self.pending.get(s)
+            if prev is not None:
+                if prev.is_sample:
+                    break
+            elif s not in self.skipped:
+                self.skipped.add(s)
+                self.decimated += 1
+            s -= 1
 
     def _on_nack(self, nack: Nack) -> None:
         if nack.request == M.REPLAY and nack.code == M.E_SEQ_GONE:
@@ -550,24 +591,25 @@ class RunSession:
                 continue
             # Records we hold between committed and oldest are kept; only true holes are lost.
             lost_from = first_missing
-            lost_to = oldest - 1
-            self.lost_ranges.append((lost_from, lost_to))
+            missing = [
+                s
+                for s in range(lost_from, oldest)
+                if s not in self.pending and s not in self.skipped
+            ]
+            if not missing:
+                continue
+            self.lost_ranges.append((missing[0], missing[-1]))
+            self.lost_count += len(missing)
             self.display.note(
                 self.name,
-                f"records {lost_from}..{lost_to} are gone from the board and cannot be "
-                "recovered; continuing",
+                f"{len(missing)} records in {missing[0]}..{missing[-1]} are gone from the board "
+                "and cannot be recovered; continuing",
             )
-            # Store what we hold below the hole first, then skip it.
+            self.skipped.update(missing)
+            self._advance()
             self._commit(force=True)
-            if self.committed < lost_to:
-                self.committed = lost_to
-                for s in [s for s in self.pending if s <= lost_to]:
-                    del self.pending[s]
-                self.ready_upto = max(self.ready_upto, lost_to)
-                while self.ready_upto + 1 in self.pending:
-                    self.ready_upto += 1
-                with contextlib.suppress(Exception):
-                    self.store.set_meta("lost_seqs", [list(r) for r in self.lost_ranges])
+            with contextlib.suppress(Exception):
+                self.store.set_meta("lost_seqs", [list(r) for r in self.lost_ranges])
             self.hole_since = None
             self.last_replay = None
 
@@ -589,7 +631,11 @@ class RunSession:
         end_seq: int | None = None
         end_reason: str | None = None
         last_sample: dict[str, int] | None = None
-        recs = [self.pending[s] for s in range(self.committed + 1, self.ready_upto + 1)]
+        recs = [
+            self.pending[s]
+            for s in range(self.committed + 1, self.ready_upto + 1)
+            if s in self.pending
+        ]
         for rec in recs:
             if rec.is_sample:
                 samples.append(store_mod.SampleRecord.from_wire(rec.seq, rec.values))
@@ -611,7 +657,8 @@ class RunSession:
         # durable: now the board may free them
         top = self.ready_upto
         for s in range(self.committed + 1, top + 1):
-            del self.pending[s]
+            self.pending.pop(s, None)
+            self.skipped.discard(s)
         self.committed = top
         self.last_commit = now
         self.samples += len(samples)
@@ -641,6 +688,7 @@ class RunSession:
         self.board.replay(from_seq)
         self.last_replay = (from_seq, now)
         self.replays += 1
+        self.replay_counts[from_seq] = self.replay_counts.get(from_seq, 0) + 1
 
     def _check_gaps(self, now: float) -> None:
         """REPLAY when records are missing: a hole below records that did arrive, or a tail
@@ -673,7 +721,29 @@ class RunSession:
             and now - self.last_replay[1] < self.opt.replay_retry_s
         ):
             return
+        if hole and target is not None and self._skip_decimated_hole():
+            return
         self._replay(now)
+
+    def _skip_decimated_hole(self) -> bool:
+        """A hole that two REPLAYs did not fill, right below a sample flagged F_GAP, was
+        decimated more than once: the board no longer holds it (REPLAY skips what it lacks)."""
+        first_missing = self.ready_upto + 1
+        if self.replay_counts.get(self.committed + 1, 0) < 2:
+            return False
+        above = min((s for s in self.pending if s > first_missing), default=None)
+        if above is None:
+            return False
+        rec = self.pending[above]
+        if not (rec.is_sample and rec.fields["flags"] & M.F_GAP):
+            return False
+        for s in range(first_missing, above):
+            self.skipped.add(s)
+            self.decimated += 1
+        self._advance()
+        self.hole_since = None
+        self.last_replay = None
+        return True
 
     def _note_status(self, st: Status) -> None:
         self.status_at = time.monotonic()
@@ -736,6 +806,8 @@ class RunSession:
         self._update_display(None, final=True)
         with contextlib.suppress(Exception):
             self.store.set_meta("ended_at", _now_iso())
+            if self.decimated:
+                self.store.set_meta("decimated_records", self.decimated)
             self.store.set_meta(
                 "end_state", state_name(self.board_state) if self.board_state is not None else ""
             )
@@ -807,7 +879,8 @@ class RunSession:
             board_cycle=self._last_sample["cycle"] if self._last_sample is not None else None,
             reconnects=self.reconnects,
             replays=self.replays,
-            lost_seqs=sum(b - a + 1 for a, b in self.lost_ranges),
+            lost_seqs=self.lost_count,
+            decimated=self.decimated,
             framing_errors=self.framing_errors,
         )
 
