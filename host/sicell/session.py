@@ -153,7 +153,13 @@ class RunSummary:
             f"cycles: {self.complete_cycles} complete"
             + (f" (board cycle counter at {self.board_cycle})" if self.board_cycle else ""),
         ]
-        for c in self.cycles:
+        shown: list[CycleCapacity | None] = list(self.cycles)
+        if len(shown) > 8:
+            shown = [*self.cycles[:3], None, *self.cycles[-3:]]
+        for c in shown:
+            if c is None:
+                out.append(f"  ... ({len(self.cycles) - 6} more cycles in the database)")
+                continue
             ce = c.ce
             out.append(
                 f"  cycle {c.cycle}: lithiation {fmt_capacity(c.lith_ah)}, "
