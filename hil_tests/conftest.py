@@ -174,14 +174,28 @@ def shutdown_emulator(board_id: str, timeout: float = 10.0) -> None:
     pid = info.get("pid")
     end = time.monotonic() + timeout
     while isinstance(pid, int) and time.monotonic() < end:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _alive(pid):
             return
-        time.sleep(0.05)
+        time.sleep(0.02)
     if isinstance(pid, int):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, 9)
+        _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs; reaps it when it is our exited child (emu:// starts launchers
+    from this process, and nobody else waits for them)."""
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            st = f.read()
+    except OSError:
+        return False
+    return st[st.rfind(b")") + 2 : st.rfind(b")") + 3] not in (b"Z", b"X")
 
 
 def _shutdown_leftovers(t: Target) -> None:

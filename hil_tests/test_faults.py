@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from sicell.client import Board
 from sicell.protocol import messages as M
+from sicell.protocol import schedule as S
 
 from hil_tests.conftest import Dut
 from hil_tests.harness import (
@@ -52,8 +53,10 @@ def dense_plan(
 
 
 def _final_status(port: str) -> tuple[int, int]:
+    """(STATUS.last_seq, STATUS.state) after the run; prints the board's own drop count."""
     with Board.open(port) as b:
         st = b.status()
+    print(f"board STATUS: {st.state_name}, seq {st.first_seq}..{st.last_seq}, dropped {st.dropped}")
     return st.last_seq, st.state
 
 
@@ -97,8 +100,8 @@ def _unplug_until_overflow(dut: Dut, bg: BackgroundRun, policy_event: int) -> fl
     """Unplug (hang-up) long enough that the ring overflows; return the total seconds."""
     ctl = dut.control()
     total = 0.0
-    seconds = 4.0
-    for _ in range(4):
+    seconds = 3.0
+    for _ in range(3):
         ctl.unplug(seconds, mode="hangup")
         time.sleep(seconds + 0.5)
         total += seconds
@@ -119,7 +122,7 @@ def _unplug_until_overflow(dut: Dut, bg: BackgroundRun, policy_event: int) -> fl
 
 
 def test_unplug_longer_than_ring_decimate(dut: Dut, db_path: Path) -> None:
-    plan = dense_plan("hil-unplug-decimate", seconds=60.0, dt_s=0.01)
+    plan = dense_plan("hil-unplug-decimate", seconds=160.0, dt_s=0.01)
     bg = BackgroundRun(dut.port, plan, db_path).start()
     bg.wait_rows(10, timeout=60)
     unplugged = _unplug_until_overflow(dut, bg, M.EV_DECIMATED)
@@ -127,7 +130,10 @@ def test_unplug_longer_than_ring_decimate(dut: Dut, db_path: Path) -> None:
     last, state = _final_status(dut.port)
     db = out.db
     rep = seq_report(db, last)
-    print(f"unplug {unplugged:.0f} s, decimate: {rep.text()}")
+    print(
+        f"unplug {unplugged:.0f} s, decimate: {rep.text()}; "
+        f"{rep.decimated - len(rep.missing)} decimated after the host had stored them"
+    )
     assert db.events_of(M.EV_DECIMATED), f"the ring never overflowed in {unplugged:.0f} s"
     assert rep.decimated > 0 and rep.gap_flags > 0
     assert state == M.ST_DONE and out.summary.end_reason == "complete"
@@ -136,7 +142,7 @@ def test_unplug_longer_than_ring_decimate(dut: Dut, db_path: Path) -> None:
 
 
 def test_unplug_longer_than_ring_hold(dut: Dut, db_path: Path) -> None:
-    plan = dense_plan("hil-unplug-hold", seconds=40.0, host_loss="hold", dt_s=0.01)
+    plan = dense_plan("hil-unplug-hold", seconds=160.0, host_loss="hold", dt_s=0.01)
     bg = BackgroundRun(dut.port, plan, db_path).start()
     bg.wait_rows(10, timeout=60)
     unplugged = _unplug_until_overflow(dut, bg, M.EV_HOST_LOSS)
@@ -147,13 +153,24 @@ def test_unplug_longer_than_ring_hold(dut: Dut, db_path: Path) -> None:
     print(f"unplug {unplugged:.0f} s, hold: {rep.text()}")
     holds = db.events_of(M.EV_HOST_LOSS)
     assert holds, f"the ring never filled in {unplugged:.0f} s (no EV_HOST_LOSS)"
-    hold = holds[0]
-    assert hold.value >= 0
-    # while held the relay is open and no current flows; then the schedule resumes and finishes
-    held = [s for s in db.samples if s.seq > hold.seq and s.flags & M.F_OPEN]
-    assert all(abs(s.i) < 1e-6 for s in held), "current flowed while held"
-    later = [s for s in db.samples if s.seq > hold.seq and not (s.flags & M.F_OPEN)]
-    assert later, "the run never resumed after the host came back"
+    resumed = db.events_of(M.EV_RESUMED)
+    # every hold ends with EV_RESUMED once the host has drained the ring, and while held the
+    # relay is open and no current flows (samples recorded between the two, if any)
+    for h in holds:
+        assert h.reason == S.P_HOLD, f"EV_HOST_LOSS reason {h.reason}, policy hold expected"
+        r = next((e for e in resumed if e.seq > h.seq), None)
+        assert r is not None, f"EV_HOST_LOSS at seq {h.seq} was never followed by EV_RESUMED"
+        during = [x for x in db.samples if h.seq < x.seq < r.seq]
+        assert all(x.flags & M.F_OPEN for x in during), "relay closed while held"
+        assert all(abs(x.i) < 1e-6 for x in during), "current flowed while held"
+        after = [x for x in db.samples if x.seq > r.seq][:5]
+        assert after and not (after[-1].flags & M.F_OPEN), "the run did not resume after a hold"
+    marks = [x for x in db.samples if x.flags & M.F_OPEN and abs(x.i) >= 1e-6]
+    if marks:
+        print(
+            f"note: {len(marks)} hold-instant samples carry F_OPEN with the current measured "
+            f"before the relay opened (e.g. seq {marks[0].seq}: {marks[0].i * 1e6:+.2f} uA)"
+        )
     assert state == M.ST_DONE and out.summary.end_reason == "complete"
     assert not db.events_of(M.EV_DECIMATED), "hold policy decimated"
     assert_no_loss(rep)
@@ -212,11 +229,12 @@ def test_host_killed_and_resumed(dut: Dut, tmp_path: Path, db_path: Path) -> Non
     rep = seq_report(db, last)
     print(
         f"host killed after {len(before.samples)} samples; resumed: {rep.text()}\n"
-        + p2.stdout[-600:]
+        + p2.stdout[-1500:]
     )
     assert state == M.ST_DONE
     assert db.run_end is not None
-    assert_no_loss(rep)
+    # the default policy (decimate) applies while no host listens: account for what it dropped
+    assert_no_loss(rep, decimate_allowed=True)
     _assert_steps_whole(db)
     # what the first host committed is still there, unchanged
     old = {s.seq: s for s in before.samples}
@@ -236,8 +254,9 @@ def test_brownout_mid_step(dut: Dut, db_path: Path) -> None:
     bg = BackgroundRun(dut.port, plan, db_path).start()
     bg.wait_rows(100, timeout=60)
     ctl = dut.control()
+    produced = bg.session.board_last_seq  # STATUS.last_seq the session saw last
     ctl.brownout(300)
-    out = bg.join(timeout=120)
+    out = bg.join(timeout=60)
     db = out.db
     with Board.open(dut.port) as b:
         info = b.info
@@ -245,7 +264,10 @@ def test_brownout_mid_step(dut: Dut, db_path: Path) -> None:
     assert info is not None
     rep = seq_report(db, st.last_seq)
     ints = db.events_of(M.EV_INTERRUPTED)
-    print(f"brown-out: {rep.text()}; reset cause {info.reset_cause_name}, {st.state_name}")
+    print(
+        f"brown-out: {rep.text()}; reset cause {info.reset_cause_name}, {st.state_name}; "
+        f"the board had produced up to seq >= {produced} before it"
+    )
     assert ints, "no EV_INTERRUPTED stored"
     intr = ints[0]
     assert intr.value & 0xFFFFFFFF == out.summary.run_id
@@ -260,4 +282,6 @@ def test_brownout_mid_step(dut: Dut, db_path: Path) -> None:
     assert all(s.flags & M.F_OPEN for s in after), "relay closed after the brown-out"
     ts = [s.t_s for s in before]
     assert ts == sorted(ts), "test time goes backwards before the brown-out: a seq was reused"
-    assert_no_loss(rep)
+    assert intr.seq > max(s.seq for s in before), "EV_INTERRUPTED reuses a seq"
+    assert intr.seq > produced, "EV_INTERRUPTED reuses a seq the board had produced"
+    assert_no_loss(rep)  # contiguous up to the reset; the skip at the reset is reported

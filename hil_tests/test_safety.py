@@ -90,26 +90,30 @@ def test_watchdog_resets_hung_firmware(dut: Dut, rig: Rig, db_path: Path) -> Non
     bg.wait_rows(20, timeout=60)
     ctl = dut.control()
     t_freeze = time.monotonic()
+    produced = bg.session.board_last_seq  # STATUS.last_seq the session saw last
     ctl.freeze(20_000)  # far past the firmware's watchdog timeout
-    out = bg.join(timeout=rig.tol.watchdog_recovery_s + 30)
+    out = bg.join(timeout=rig.tol.watchdog_recovery_s + 10)
     recovery_s = time.monotonic() - t_freeze
     db = out.db
     with Board.open(dut.port) as b:
         info = b.info
         st = b.status()
     assert info is not None
+    rep = seq_report(db, st.last_seq)
     print(
         f"watchdog: board back and run closed {recovery_s:.1f} s after the freeze; INFO "
-        f"reset_cause {info.reset_cause_name}, state {info.state_name}"
+        f"reset_cause {info.reset_cause_name}, state {info.state_name}; board had produced "
+        f"up to seq >= {produced} before the freeze; {rep.text()}"
     )
     assert info.reset_cause == M.RC_WATCHDOG, f"reset cause {info.reset_cause_name}"
     assert st.state == M.ST_INTERRUPTED, f"state after the reset: {st.state_name}"
     ints = db.events_of(M.EV_INTERRUPTED)
     assert ints, "no EV_INTERRUPTED stored"
     assert (ints[0].value & 0xFFFFFFFF) == out.summary.run_id
+    assert ints[0].seq > max(s.seq for s in db.samples), "a seq was reused after the reset"
     assert recovery_s <= rig.tol.watchdog_recovery_s
     _assert_relay_open_after(db, ints[0].seq, st)
-    assert_no_loss(seq_report(db, st.last_seq))
+    assert_no_loss(rep)
 
 
 def _assert_relay_open_after(db: RunDb, seq: int, st: object) -> None:
