@@ -15,6 +15,10 @@ sticky until reboot).  emuboot then drops every module the firmware imported fro
 sys.modules, runs gc.collect(), puts the MCU in its reset state (all GPIO inputs: relay
 open, no range selected; watchdog stopped; reset_cause set) and imports main again.
 The world (cell, clock, chips, calibration files in cwd) persists; RAM state does not.
+Heap: the emulator itself (world, chips, analog, cells, machine, time) holds ~75 KB of the
+interpreter's heap, and the names the firmware interned (qstrs) survive a reset (~20 KB
+with the current firmware): a board with -X heapsize=H leaves the firmware about H - 75K
+at the first boot and H - 95K after a reset ('heap_info' prints the numbers).
 
 If main returns (or raises, calls sys.exit, or gets a Ctrl-C) the board sits in the REPL: with a
 running watchdog virtual time runs on until it resets the board, otherwise the process

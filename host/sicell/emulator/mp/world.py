@@ -31,7 +31,24 @@ Configuration: a JSON file whose path is in env var SICELL_EMU_CONFIG (all keys 
     heap_info       print gc.mem_free()/mem_alloc() to stderr at every boot (false)
     quiet           no 'emu:' status lines on stderr (false)
 Env var SICELL_EMU_CTRL: path of a FIFO (or /dev/fd/N, or a regular file) with line
-commands, polled without blocking from the clock (see poll_ctrl).
+commands, polled without blocking (select.poll) from the clock whenever virtual time
+advances past the next poll instant (every ctrl_poll_ms of virtual time):
+    freeze <ms>     the firmware gets no control for ms of virtual time (the watchdog, if
+                    running, expires on schedule and resets the board: WDT_RESET)
+    brownout <ms>   supply lost for ms: relay de-energised, range switches open, chips lose
+                    their state (MCP4725 reloads its EEPROM, DAC8571 zero scale, ADC reset
+                    value), the cell rests; then a power-on reset (PWRON_RESET)
+    reset           soft reset now (SOFT_RESET)
+    noise on|off    ADC noise
+    quit            end the emulator (exit 0)
+Virtual time: integer microseconds since the world was built (``now``).  Sleeps advance
+it by the requested amount; every ticks_*()/time() call by tick_cost_us; every I2C
+transfer by its bus time.  The cell is integrated lazily, in steps of at most max_dt_s,
+up to the instant anything reads or changes the analog state (ADC sample, DAC write,
+GPIO change): the result equals integrating on every advance, at a fraction of the cost.
+Realtime mode: virtual time never runs ahead of the wall clock since the world was
+built (sleeps really sleep, in slices of at most 50 ms), and jumps forward when the
+firmware computed for longer than its sleeps.
 """
 
 import gc
