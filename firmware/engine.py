@@ -9,7 +9,7 @@
 # Timing: the schedule header gives a fast control tick (``tick_ms``) and a slow tick
 # (``slow_tick_ms``). The engine runs at the fast tick during CV, at every step's first ticks,
 # while a safety violation is being debounced, and when a voltage limit (or the CC->CV switch)
-# is predicted to be crossed within SLOW_HORIZON slow ticks from the measured dV/dt; otherwise at
+# is predicted to be crossed within _SLOW_HORIZON slow ticks from the measured dV/dt; otherwise at
 # the slow tick. Next to that it lands ticks on predicted voltage crossings, on time limits, on
 # the recording interval and on the end of the safety debounce, so cutoffs overshoot far less than
 # one tick of dV.
@@ -18,7 +18,7 @@
 # (CV: of the current it needs, from v_set vs the cell voltage and the learned plant sign); a
 # half-cycle is a run of steps with the same direction (rest/OCV/loop do not change it); the cycle
 # counter starts at 0 and increments at the start of a lithiation step that follows a
-# delithiation, and on SF_NEW_CYCLE. LOOP: jumps back to loop_target loop_count more times (the
+# delithiation, and on _SF_NEW_CYCLE. LOOP: jumps back to loop_target loop_count more times (the
 # body runs loop_count + 1 times); counters are per LOOP step and reset when the loop completes
 # or when a GOTO leaves its body.
 #
@@ -27,6 +27,8 @@
 # integrated with the current measured at its end (the source held that current over the
 # interval). Exact integer arithmetic with remainders (nAh = nA*ms / 3,600,000), all
 # intermediates below 2**30 so nothing is boxed on the RP2040 either.
+
+from array import array
 
 from protocol import schedule as S
 
@@ -50,78 +52,78 @@ ST_INTERRUPTED = const(7)
 ST_STOPPED = const(8)
 
 # step kinds (schedule.K_*)
-K_REST = const(0)
-K_CC = const(1)
-K_CV = const(2)
-K_CCCV = const(3)
-K_OCV = const(4)
-K_LOOP = const(5)
+_K_REST = const(0)
+_K_CC = const(1)
+_K_CV = const(2)
+_K_CCCV = const(3)
+_K_OCV = const(4)
+_K_LOOP = const(5)
 
 # limit quantities / ops / actions (schedule.*)
-Q_V = const(1)
-Q_I = const(2)
-Q_ABS_I = const(3)
-Q_TIME = const(4)
-Q_ABS_Q = const(5)
-Q_DVDT = const(6)
-Q_TEMP = const(7)
-OP_LE = const(0)
-A_NEXT = const(0)
-A_GOTO = const(1)
-A_END = const(2)
-P_DECIMATE = const(0)
-RANGE_AUTO = const(0xFF)
-SF_NEW_CYCLE = const(1)
-TEMP_OFF = const(32767)
+_Q_V = const(1)
+_Q_I = const(2)
+_Q_ABS_I = const(3)
+_Q_TIME = const(4)
+_Q_ABS_Q = const(5)
+_Q_DVDT = const(6)
+_Q_TEMP = const(7)
+_OP_LE = const(0)
+_A_NEXT = const(0)
+_A_GOTO = const(1)
+_A_END = const(2)
+_P_DECIMATE = const(0)
+_RANGE_AUTO = const(0xFF)
+_SF_NEW_CYCLE = const(1)
+_TEMP_OFF = const(32767)
 
 # sample flags (messages.F_*)
-F_STEP_FIRST = const(0x01)
-F_STEP_LAST = const(0x02)
-F_CV = const(0x04)
-F_OPEN = const(0x08)
-F_CLIPPED = const(0x10)
-F_RANGE = const(0x20)
+_F_STEP_FIRST = const(0x01)
+_F_STEP_LAST = const(0x02)
+_F_CV = const(0x04)
+_F_OPEN = const(0x08)
+_F_CLIPPED = const(0x10)
+_F_RANGE = const(0x20)
 
 # event codes (messages.EV_*) and reasons
-EV_RUN_START = const(1)
-EV_RUN_END = const(2)
-EV_STEP_START = const(3)
-EV_STEP_END = const(4)
-EV_CUTOFF = const(5)
-EV_LIMIT = const(6)
-EV_SAFETY = const(7)
-EV_HOST_LOSS = const(8)
-EV_ERROR = const(9)
-EV_INTERRUPTED = const(10)
-EV_PAUSED = const(11)
-EV_RESUMED = const(12)
-EV_RANGE = const(13)
-EV_DECIMATED = const(14)
-EV_STOPPED = const(15)
-RE_COMPLETE = const(0)
-RE_LIMIT = const(1)
-RE_SAFETY = const(2)
-RE_HOST = const(3)
-RE_HOLD = const(4)
-SE_ABORT = const(0)  # step cut short by a safety trip or a firmware error (value = SF_* / err)
-SE_TIME = const(1)
-SE_LIMIT = const(2)
-SE_CUTOFF = const(3)
-SE_CURRENT = const(4)
-SE_DVDT = const(5)
-SE_CHARGE = const(6)
-SE_HOST = const(7)
-SF_VMIN = const(1)
-SF_VMAX = const(2)
-SF_IMAX = const(3)
-SF_TEMP = const(4)
-SF_COMPLIANCE = const(5)
+_EV_RUN_START = const(1)
+_EV_RUN_END = const(2)
+_EV_STEP_START = const(3)
+_EV_STEP_END = const(4)
+_EV_CUTOFF = const(5)
+_EV_LIMIT = const(6)
+_EV_SAFETY = const(7)
+_EV_HOST_LOSS = const(8)
+_EV_ERROR = const(9)
+_EV_INTERRUPTED = const(10)
+_EV_PAUSED = const(11)
+_EV_RESUMED = const(12)
+_EV_RANGE = const(13)
+_EV_DECIMATED = const(14)
+_EV_STOPPED = const(15)
+_RE_COMPLETE = const(0)
+_RE_LIMIT = const(1)
+_RE_SAFETY = const(2)
+_RE_HOST = const(3)
+_RE_HOLD = const(4)
+_SE_ABORT = const(0)  # step cut short by a safety trip or a firmware error (value = SF_* / err)
+_SE_TIME = const(1)
+_SE_LIMIT = const(2)
+_SE_CUTOFF = const(3)
+_SE_CURRENT = const(4)
+_SE_DVDT = const(5)
+_SE_CHARGE = const(6)
+_SE_HOST = const(7)
+_SF_VMIN = const(1)
+_SF_VMAX = const(2)
+_SF_IMAX = const(3)
+_SF_TEMP = const(4)
+_SF_COMPLIANCE = const(5)
 
 # NACK codes (messages.E_*) returned by the run-control calls
-E_STATE = const(5)
-E_NO_SCHEDULE = const(9)
+_E_STATE = const(5)
+_E_NO_SCHEDULE = const(9)
 
-# firmware error ids (EV_ERROR reason, NACK E_INTERNAL detail)
+# firmware error ids (_EV_ERROR reason, NACK E_INTERNAL detail)
 ERR_TICK = const(1)
 ERR_LINK = const(2)
 ERR_FLASH = const(3)
@@ -132,19 +134,19 @@ ERR_COMMAND = const(7)
 
 # tuning
 MIN_TICK_MS = const(5)  # shortest control tick a schedule may ask for
-SLOW_HORIZON = const(3)  # go fast when a V limit is predicted within this many slow ticks
-NEAR_UV = const(2000)  # ... or closer than this
-FIRST_FAST_TICKS = const(3)  # fast ticks at each step start
-CV_ARM_TICKS = const(10)  # current-decay limits of a CV phase armed after this many ticks
-ID_MIN_DV = const(2000)  # µV: smallest voltage response used to identify the plant
-DVDT_MIN_MS = const(1000)  # |dV/dt| window: recorded intervals shorter than this are merged
-DVDT_MAX_MS = const(60000)  # ... and it is refreshed at least this often
-REC_CAP_MS = const(1000000000)
-DV_CLAMP = const(1000000)  # |dV| clamp before *1000 (keeps products < 2**30)
-IDLE_TICK_MS = const(1000)
-HOLD_RESUME_DIV = const(4)  # resume from HOLD when capacity/4 slots are free again
-R_MAX = const(10000000)  # Ω, CV plant estimate bounds
-NQ1 = const(7200)  # 7,200,000 = 7200 * 1000 (2 * 3,600,000: trapezoid sums are doubled)
+_SLOW_HORIZON = const(3)  # go fast when a V limit is predicted within this many slow ticks
+_NEAR_UV = const(2000)  # ... or closer than this
+_FIRST_FAST_TICKS = const(3)  # fast ticks at each step start
+_CV_ARM_TICKS = const(10)  # current-decay limits of a CV phase armed after this many ticks
+_ID_MIN_DV = const(2000)  # µV: smallest voltage response used to identify the plant
+_DVDT_MIN_MS = const(1000)  # |dV/dt| window: recorded intervals shorter than this are merged
+_DVDT_MAX_MS = const(60000)  # ... and it is refreshed at least this often
+_REC_CAP_MS = const(1000000000)
+_DV_CLAMP = const(1000000)  # |dV| clamp before *1000 (keeps products < 2**30)
+_IDLE_TICK_MS = const(1000)
+_HOLD_RESUME_DIV = const(4)  # resume from HOLD when capacity/4 slots are free again
+_R_MAX = const(10000000)  # Ω, CV plant estimate bounds
+_NQ1 = const(7200)  # 7,200,000 = 7200 * 1000 (2 * 3,600,000: trapezoid sums are doubled)
 
 
 class _Clock:
@@ -209,11 +211,40 @@ class Engine:
         self.has_temp = hasattr(fe, "temp_dC")
         self.state = ST_IDLE
         self.run_id = 0
-        self.blob = None
-        self.steps = None
+        # the schedule in flat preallocated arrays (no per-step objects: a 64-step schedule costs
+        # the same few KB as none, and loading one does not fragment the heap)
+        ns = S.MAX_STEPS
+        nl = S.MAX_STEPS * S.MAX_LIMITS
+        self.has_sched = False
+        self.blob_buf = bytearray(S.MAX_BYTES)
+        self.blob_len = 0
         self.n_steps = 0
-        self.loopc = None
-        self.loop_idx = ()
+        self.s_kind = bytearray(ns)
+        self.s_rng = bytearray(ns)
+        self.s_flags = bytearray(ns)
+        self.s_nlim = bytearray(ns)
+        z = [0] * ns
+        self.s_iset = array("i", z)
+        self.s_vset = array("i", z)
+        self.s_rdt = array("i", z)
+        self.s_rdv = array("i", z)
+        self.s_rdi = array("i", z)
+        self.s_rdq = array("i", z)
+        self.s_ltgt = array("H", z)
+        self.s_lcnt = array("H", z)
+        self.loopc = array("H", z)
+        self.loops = bytearray(ns)  # indexes of the LOOP steps
+        self.n_loops = 0
+        z = [0] * nl
+        self.l_q = bytearray(nl)
+        self.l_op = bytearray(nl)
+        self.l_act = bytearray(nl)
+        self.l_val = array("i", z)
+        self.l_tgt = array("H", z)
+        self.l_vs = array("i", z)
+        self.l_vms = array("H", z)
+        self.lim0 = 0  # the current step's limits: l_*[lim0 : lim0 + nlim]
+        self.nlim = 0
         self.policy = 0
         self.tick_ms = 100
         self.slow_ms = 1000
@@ -221,7 +252,7 @@ class Engine:
         self.vmin = self.hw_v_min
         self.vmax = self.hw_v_max
         self.imax = self.top
-        self.tmax = TEMP_OFF
+        self.tmax = _TEMP_OFF
         self.persist_dirty = False
         self.active = False  # a run is in progress (persisted: survives resets)
         self.errors = 0
@@ -237,45 +268,57 @@ class Engine:
 
     # ==== schedule ======================================================================
     def load(self, blob):
-        # Validate and take a schedule blob (bytes). Raises schedule.ScheduleError.
+        # Validate and take a schedule blob (bytes). Raises schedule.ScheduleError; the schedule
+        # in use stays untouched unless the new one is valid.
         hdr, steps = S.decode(blob, self.n_ranges, self.hw_v_min, self.hw_v_max, self.top)
         policy, tick, slow, deb, vmin, vmax, imax, tmax = hdr
         if tick < MIN_TICK_MS:
             raise S.ScheduleError(S.ERR_TICK, -1, "tick below " + str(MIN_TICK_MS) + " ms")
-        out = []
-        loops = []
-        for s in range(len(steps)):
-            st, limits = steps[s]
-            kind, rng, flags, iset, vset, ltgt, lcnt, rdt, rdv, rdi, rdq = st
-            lims = []
-            for q, op, act, val, tgt in limits:
-                lims.append((q, op, act, val, tgt, val // 1000, val % 1000))
-            if kind == K_LOOP:
-                loops.append(s)
-            if (kind == K_CC or kind == K_CCCV) and rng != RANGE_AUTO:
+        n = len(steps)
+        for s in range(n):
+            kind = steps[s][0][0]
+            rng = steps[s][0][1]
+            iset = steps[s][0][3]
+            if (kind == _K_CC or kind == _K_CCCV) and rng != _RANGE_AUTO:
                 if iset > self.fs[rng] or -iset > self.fs[rng]:
                     raise S.ScheduleError(S.ERR_CURRENT, s, "beyond range " + str(rng))
-            out.append(
-                (
-                    kind,
-                    rng,
-                    flags,
-                    iset,
-                    vset,
-                    ltgt,
-                    lcnt,
-                    min(rdt, REC_CAP_MS),
-                    min(rdv, 2**30 - 1),
-                    min(rdi, 2**30 - 1),
-                    min(rdq, 2**30 - 1),
-                    tuple(lims),
-                )
-            )
-        self.blob = bytes(blob)
-        self.steps = tuple(out)
-        self.n_steps = len(out)
-        self.loopc = [0] * len(out)
-        self.loop_idx = tuple(loops)
+        nl = 0
+        big = 2**30 - 1
+        for s in range(n):
+            st, limits = steps[s]
+            kind, rng, flags, iset, vset, ltgt, lcnt, rdt, rdv, rdi, rdq = st
+            self.s_kind[s] = kind
+            self.s_rng[s] = rng
+            self.s_flags[s] = flags
+            self.s_nlim[s] = len(limits)
+            self.s_iset[s] = iset
+            self.s_vset[s] = vset
+            self.s_ltgt[s] = ltgt
+            self.s_lcnt[s] = lcnt
+            self.s_rdt[s] = rdt if rdt < _REC_CAP_MS else _REC_CAP_MS
+            self.s_rdv[s] = rdv if rdv < big else big
+            self.s_rdi[s] = rdi if rdi < big else big
+            self.s_rdq[s] = rdq if rdq < big else big
+            self.loopc[s] = 0
+            if kind == _K_LOOP:
+                self.loops[nl] = s
+                nl += 1
+            j = s * S.MAX_LIMITS
+            for q, op, act, val, tgt in limits:
+                self.l_q[j] = q
+                self.l_op[j] = op
+                self.l_act[j] = act
+                self.l_val[j] = val if -big <= val <= big else (big if val > 0 else -big)
+                self.l_tgt[j] = tgt
+                self.l_vs[j] = val // 1000
+                self.l_vms[j] = val % 1000
+                j += 1
+        self.n_loops = nl
+        self.n_steps = n
+        n = len(blob)
+        self.blob_buf[:n] = blob  # a no-op when the link uploaded straight into blob_buf
+        self.blob_len = n
+        self.has_sched = True
         self.policy = policy
         self.tick_ms = tick
         self.slow_ms = slow
@@ -286,12 +329,27 @@ class Engine:
         self.tmax = tmax
         if self.state in (ST_IDLE, ST_LOADED, ST_DONE, ST_TRIPPED, ST_STOPPED):
             self.state = ST_LOADED
-        return hdr, steps
+        return hdr
+
+    def unload(self):
+        # SCHED_BEGIN: the upload goes straight into blob_buf, so the schedule in RAM is dropped
+        # (only allowed while no run is active; the copy on flash stays until a new one is valid)
+        self.has_sched = False
+        self.n_steps = 0
+        self.blob_len = 0
+        if self.state in (ST_LOADED, ST_DONE, ST_TRIPPED, ST_STOPPED):
+            self.state = ST_IDLE
+
+    def blob(self):
+        # the schedule bytes in use (SCHED_READ), or None
+        if not self.has_sched:
+            return None
+        return memoryview(self.blob_buf)[: self.blob_len]
 
     # ==== run control (called from the link, outside the tick) ==========================
     def _reset_run(self):
         self.step = 0
-        self.kind = K_REST
+        self.kind = _K_REST
         self.cycle = 0
         self.hc_dir = 0
         self.q_step = 0
@@ -326,9 +384,10 @@ class Engine:
         self.i_cmd = 0
         self.i_set = 0
         self.v_set = 0
-        self.rng_sel = RANGE_AUTO
+        self.rng_sel = _RANGE_AUTO
         self.flags = 0
-        self.lims = ()
+        self.lim0 = 0
+        self.nlim = 0
         self.rdt = 0
         self.rdv = 0
         self.rdi = 0
@@ -360,10 +419,10 @@ class Engine:
 
     def start(self, run_id):
         # START: returns 0 or (code, detail) for a NACK.
-        if self.steps is None:
-            return E_NO_SCHEDULE, 0
+        if not self.has_sched:
+            return _E_NO_SCHEDULE, 0
         if self.state not in (ST_LOADED, ST_DONE, ST_STOPPED, ST_TRIPPED):
-            return E_STATE, self.state
+            return _E_STATE, self.state
         self._reset_run()
         for k in range(self.n_steps):
             self.loopc[k] = 0
@@ -376,18 +435,18 @@ class Engine:
         self.v = self.fe.v_uV
         self.i = self.fe.i_nA
         self.v_last = self.v
-        self._event(EV_RUN_START, 0, self.run_id, 0)
+        self._event(_EV_RUN_START, 0, self.run_id, 0)
         self._goto(0, -1)
         self.persist_dirty = True
         return 0
 
     def pause(self):
         if self.state != ST_RUNNING:
-            return E_STATE, self.state
+            return _E_STATE, self.state
         self.fe.safe()
         self.open = True
         self.state = ST_PAUSED
-        self._event(EV_PAUSED, 0, self.step, 0)
+        self._event(_EV_PAUSED, 0, self.step, 0)
         return 0
 
     def resume(self):
@@ -395,59 +454,59 @@ class Engine:
         if st == ST_PAUSED or st == ST_HOLD:
             self._reconnect()
             self.state = ST_RUNNING
-            self._event(EV_RESUMED, RE_HOLD if st == ST_HOLD else 0, self.step, 0)
+            self._event(_EV_RESUMED, _RE_HOLD if st == ST_HOLD else 0, self.step, 0)
             self._due(self.tick_ms)
             return 0
         if st == ST_INTERRUPTED:
-            if self.steps is None:
-                return E_NO_SCHEDULE, 0
+            if not self.has_sched:
+                return _E_NO_SCHEDULE, 0
             self.state = ST_RUNNING
             self.t_last = self.clk.ticks_ms()
-            self._event(EV_RESUMED, 0, self.step, 0)
+            self._event(_EV_RESUMED, 0, self.step, 0)
             self._enter(self.step)
             self.persist_dirty = True
             return 0
-        return E_STATE, st
+        return _E_STATE, st
 
     def stop(self):
         st = self.state
         if st not in (ST_RUNNING, ST_PAUSED, ST_HOLD, ST_INTERRUPTED):
-            return E_STATE, st
+            return _E_STATE, st
         self.fe.safe()
         if st != ST_INTERRUPTED:
-            self._sample(F_STEP_LAST, True)
-            self._event(EV_STEP_END, SE_HOST, 0, self.q_step)
+            self._sample(_F_STEP_LAST, True)
+            self._event(_EV_STEP_END, _SE_HOST, 0, self.q_step)
         self.open = True
         self.cv = False
-        self._event(EV_STOPPED, 0, self.run_id, 0)
-        self._event(EV_RUN_END, RE_HOST, self.run_id, 0)
+        self._event(_EV_STOPPED, 0, self.run_id, 0)
+        self._event(_EV_RUN_END, _RE_HOST, self.run_id, 0)
         self.state = ST_STOPPED
         self.active = False
         self.persist_dirty = True
         return 0
 
     def fault(self, err, detail=0):
-        # Unexpected exception in the loop: safe state, EV_ERROR, run ends (no crash loop).
+        # Unexpected exception in the loop: safe state, _EV_ERROR, run ends (no crash loop).
         try:
             self.fe.safe()
         except Exception:
             pass
         self.open = True
         self.errors += 1
-        self._event(EV_ERROR, err, detail, self.errors)
+        self._event(_EV_ERROR, err, detail, self.errors)
         if self.state in (ST_RUNNING, ST_PAUSED, ST_HOLD):
-            self._event(EV_STEP_END, SE_ABORT, err, self.q_step)
-            self._event(EV_RUN_END, RE_SAFETY, self.run_id, 0)
+            self._event(_EV_STEP_END, _SE_ABORT, err, self.q_step)
+            self._event(_EV_RUN_END, _RE_SAFETY, self.run_id, 0)
             self.state = ST_TRIPPED
             self.active = False
             self.persist_dirty = True
 
     def interrupted(self, snap, cause):
-        # Boot after a reset during a run: stay safe, ST_INTERRUPTED, queue EV_INTERRUPTED.
+        # Boot after a reset during a run: stay safe, ST_INTERRUPTED, queue _EV_INTERRUPTED.
         self._reset_run()
         self.run_id = snap.get("run", 0)
         self.step = snap.get("step", 0)
-        if self.steps is None or self.step >= self.n_steps:
+        if not self.has_sched or self.step >= self.n_steps:
             self.step = 0
         loops = snap.get("loops", ())
         for k in range(min(len(loops), self.n_steps)):
@@ -464,7 +523,7 @@ class Engine:
         self.state = ST_INTERRUPTED
         self.active = True
         self.reset_cause = cause
-        self._event(EV_INTERRUPTED, cause, self.run_id, self.step)
+        self._event(_EV_INTERRUPTED, cause, self.run_id, self.step)
 
     def snapshot(self):
         # What survives a reset (runstate.py writes it at step starts).
@@ -472,7 +531,7 @@ class Engine:
             "run": self.run_id,
             "active": self.active,
             "step": self.step,
-            "loops": list(self.loopc) if self.loopc else [],
+            "loops": [self.loopc[k] for k in range(self.n_steps)],
             "cycle": self.cycle,
             "hc": self.hc_dir,
             "qhc": self.q_hc,
@@ -523,23 +582,23 @@ class Engine:
         self.range = fe.range
         if st == ST_HOLD:
             ring = self.ring
-            if ring.sample_room() >= ring.capacity // HOLD_RESUME_DIV:
+            if ring.sample_room() >= ring.capacity // _HOLD_RESUME_DIV:
                 self._reconnect()
                 self.state = ST_RUNNING
-                self._event(EV_RESUMED, RE_HOLD, self.step, ring.count)
+                self._event(_EV_RESUMED, _RE_HOLD, self.step, ring.count)
                 self._due(self.tick_ms)
                 return
             self._due(self.tick_ms)
             return
-        self._due(IDLE_TICK_MS)
+        self._due(_IDLE_TICK_MS)
 
     # ==== status ======================================================================
     def status_flags(self):
         f = 0
         if self.cv and self.state == ST_RUNNING:
-            f |= F_CV
+            f |= _F_CV
         if self.open:
-            f |= F_OPEN
+            f |= _F_OPEN
         return f
 
 

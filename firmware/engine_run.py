@@ -366,16 +366,18 @@ def _plan(self, v):
     t = self._cross(self.vmax - v, slope)
     if t >= 0 and (land < 0 or t < land):
         land = t
-    for q, op, act, val, tgt, vs, vms in self.lims:
+    lq = self.l_q
+    for j in range(self.lim0, self.lim0 + self.nlim):
+        q = lq[j]
         if q == _Q_V:
-            d = val - v
+            d = self.l_val[j] - v
             if -_NEAR_UV <= d <= _NEAR_UV:
                 near = True
             t = self._cross(d, slope)
             if t >= 0 and (land < 0 or t < land):
                 land = t
-        elif q == _Q_TIME and op != _OP_LE:
-            rem = (vs - self.st_s) * 1000 + vms - self.st_ms
+        elif q == _Q_TIME and self.l_op[j] != _OP_LE:
+            rem = (self.l_vs[j] - self.st_s) * 1000 + self.l_vms[j] - self.st_ms
             if 0 < rem < delay:
                 delay = rem
     if near and delay > tick:

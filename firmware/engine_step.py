@@ -43,30 +43,38 @@ _SE_CUTOFF = const(3)
 _SE_DVDT = const(5)
 _SE_LIMIT = const(2)
 _SE_TIME = const(1)
+_MAX_LIMITS = const(4)  # schedule.MAX_LIMITS
 _SF_NEW_CYCLE = const(1)
 _ST_DONE = const(4)
 _ST_RUNNING = const(2)
 
 
 def _limits(self, v, i):
-    k = 0
-    for q, op, act, val, tgt, vs, vms in self.lims:
+    # index (0..) of the first limit of the step that holds, or -1
+    lq = self.l_q
+    lop = self.l_op
+    lval = self.l_val
+    base = self.lim0
+    for k in range(self.nlim):
+        j = base + k
+        q = lq[j]
+        op = lop[j]
         if q == _Q_V:
             x = v
         elif q == _Q_TIME:
             s = self.st_s
+            vs = self.l_vs[j]
+            vms = self.l_vms[j]
             if op == _OP_LE:
                 hit = s < vs or (s == vs and self.st_ms <= vms)
             else:
                 hit = s > vs or (s == vs and self.st_ms >= vms)
             if hit:
                 return k
-            k += 1
             continue
         elif q == _Q_I or q == _Q_ABS_I:
             if self.kind == _K_CCCV or self.kind == _K_CV:
                 if not self.cv or self.cv_probe or self.cv_ticks < _CV_ARM_TICKS:
-                    k += 1
                     continue
             x = self.i_f
             if q == _Q_ABS_I and x < 0:
@@ -75,22 +83,24 @@ def _limits(self, v, i):
             x = self.q_step if self.q_step >= 0 else -self.q_step
         elif q == _Q_DVDT:
             if not self.dvdt_ok:
-                k += 1
                 continue
             x = self.dvdt if self.dvdt >= 0 else -self.dvdt
-        else:  # _Q_TEMP
+        else:  # Q_TEMP
             if not self.has_temp:
-                k += 1
                 continue
             x = self.fe.temp_dC
+        val = lval[j]
         if (op == _OP_LE and x <= val) or (op != _OP_LE and x >= val):
             return k
-        k += 1
     return -1
 
 
 def _end_step(self, li, v, flags):
-    q, op, act, val, tgt, vs, vms = self.lims[li]
+    j = self.lim0 + li
+    q = self.l_q[j]
+    act = self.l_act[j]
+    val = self.l_val[j]
+    tgt = self.l_tgt[j]
     self._sample(flags | _F_STEP_LAST, True)
     if q == _Q_V:
         reason = _SE_CUTOFF
@@ -127,31 +137,31 @@ def _end_step(self, li, v, flags):
 
 def _goto(self, idx, frm):
     # Enter step ``idx`` (processing LOOP steps); ``frm`` >= 0 for a GOTO jump.
-    steps = self.steps
     guard = 0
+    loopc = self.loopc
     while True:
         if frm >= 0:
             # a jump leaves the bodies of the loops it jumps out of: reset their counters
-            for L in self.loop_idx:
-                t = steps[L][5]
+            for k in range(self.n_loops):
+                L = self.loops[k]
+                t = self.s_ltgt[L]
                 if t <= frm <= L and not (t <= idx <= L):
-                    self.loopc[L] = 0
+                    loopc[L] = 0
         if idx >= self.n_steps:
             self._finish(_RE_COMPLETE)
             return
-        st = steps[idx]
-        if st[0] != _K_LOOP:
+        if self.s_kind[idx] != _K_LOOP:
             break
         guard += 1
         if guard > 4 * self.n_steps + 16:
             self.fault(_ERR_LOOP, idx)
             return
-        if self.loopc[idx] < st[6]:
-            self.loopc[idx] += 1
+        if loopc[idx] < self.s_lcnt[idx]:
+            loopc[idx] += 1
             frm = idx
-            idx = st[5]
+            idx = self.s_ltgt[idx]
         else:
-            self.loopc[idx] = 0
+            loopc[idx] = 0
             frm = -1
             idx += 1
     self._enter(idx)
@@ -177,8 +187,11 @@ def _pick_range(self, i):
 
 
 def _enter(self, idx):
-    st = self.steps[idx]
-    kind, rng, flags, iset, vset, ltgt, lcnt, rdt, rdv, rdi, rdq, lims = st
+    kind = self.s_kind[idx]
+    rng = self.s_rng[idx]
+    flags = self.s_flags[idx]
+    iset = self.s_iset[idx]
+    vset = self.s_vset[idx]
     fe = self.fe
     was_open = self.open
     self.step = idx
@@ -187,11 +200,12 @@ def _enter(self, idx):
     self.v_set = vset
     self.rng_sel = rng
     self.flags = flags
-    self.lims = lims
-    self.rdt = rdt
-    self.rdv = rdv
-    self.rdi = rdi
-    self.rdq = rdq
+    self.lim0 = idx * _MAX_LIMITS
+    self.nlim = self.s_nlim[idx]
+    self.rdt = self.s_rdt[idx]
+    self.rdv = self.s_rdv[idx]
+    self.rdi = self.s_rdi[idx]
+    self.rdq = self.s_rdq[idx]
     self.q_step = 0
     self.st_s = 0
     self.st_ms = 0

@@ -63,7 +63,6 @@ class Link:
         self.dfr = F.Deframer()
         self.enc = F.Encoder()
         self.rxbuf = bytearray(1)
-        self.sched = bytearray(S.MAX_BYTES)
         self.up_total = -1  # schedule upload in progress when >= 0
         self.up_crc = 0
         self.up_got = 0
@@ -204,7 +203,7 @@ class Link:
             self._upload(typ, rid, pay)
         elif typ == M.SCHED_READ:
             off, n = struct.unpack_from("<IH", pay, 0)
-            blob = eng.blob
+            blob = eng.blob()
             if blob is None:
                 self._nack(typ, rid, M.E_NO_SCHEDULE, 0)
             elif n > M.MAX_CHUNK:
@@ -212,7 +211,7 @@ class Link:
             elif off > len(blob):
                 self._nack(typ, rid, M.E_RANGE, len(blob))
             else:
-                self._send(M.SCHED_DATA, rid, struct.pack("<I", off) + blob[off : off + n])
+                self._send(M.SCHED_DATA, rid, struct.pack("<I", off) + bytes(blob[off : off + n]))
         elif typ == M.START:
             self._reply_rc(typ, rid, eng.start(struct.unpack_from("<I", pay, 0)[0]))
         elif typ == M.PAUSE:
@@ -282,6 +281,7 @@ class Link:
             if total < S.HEADER_SIZE:
                 self._nack(typ, rid, M.E_SCHEDULE, S.ScheduleError(S.ERR_LENGTH).nack_detail())
                 return
+            eng.unload()  # the upload goes straight into the engine's schedule buffer
             self.up_total = total
             self.up_crc = crc
             self.up_got = 0
@@ -299,7 +299,7 @@ class Link:
             if off + n > self.up_total:
                 self._nack(typ, rid, M.E_RANGE, self.up_total)
                 return
-            self.sched[off : off + n] = pay[4:]
+            eng.blob_buf[off : off + n] = pay[4:]
             if off + n > self.up_got:
                 self.up_got = off + n
             self._ok(typ, rid)
@@ -309,12 +309,12 @@ class Link:
         if self.up_got != total:
             self._nack(typ, rid, M.E_CHECKSUM, self.up_got)
             return
-        crc = F.crc16(self.sched, 0, total)
+        crc = F.crc16(eng.blob_buf, 0, total)
         if crc != self.up_crc:
             self._nack(typ, rid, M.E_CHECKSUM, crc)
             return
         self.up_total = -1
-        blob = bytes(self.sched[:total])
+        blob = memoryview(eng.blob_buf)[:total]
         try:
             eng.load(blob)
         except S.ScheduleError as e:

@@ -16,8 +16,9 @@
 import gc
 import time
 
-HEAP_KEEP = 40000  # bytes left free after boot (schedule decode, flash writes, frames)
-BOOT_REST = 12000  # what link + engine objects take after the ring is sized
+HEAP_KEEP = 48000  # bytes left free after boot: schedule.decode of a 64-step schedule builds
+# ~35 KB of tuples on a 64-bit port (~18 KB on the RP2040), plus flash writes and frames
+BOOT_REST = 8000  # what the link takes after the ring is sized
 RING_MIN = 256
 RING_MAX = 2048
 POLL_ACTIVE_MS = 20  # link poll period while the host is talking
@@ -164,19 +165,20 @@ def boot(fe=None, cfg=None, io=None, clock=None, machine=None, wdt=True):
             w = machine.WDT(timeout=ms)
         except Exception:
             w = None
-    # 3. run state, ring (sized to the heap), engine
+    # 3. run state, engine, then the ring sized to what is left of the heap
     rs = runstate.RunState()
     try:
         snap = rs.load()
     except Exception:
         snap = {}
+    eng = engine.Engine(fe, clock=clock, cfg=cfg, ring=0)  # ring attached below
     gc.collect()
     slots = engine.cfg_get(cfg, "ring_slots", 0)
     if not slots:
         slots = (gc.mem_free() - HEAP_KEEP - BOOT_REST) // ringmod.SLOT
         slots = RING_MIN if slots < RING_MIN else (RING_MAX if slots > RING_MAX else slots)
     rg = ringmod.Ring(slots, first_seq=rs.seq_limit)
-    eng = engine.Engine(fe, clock=clock, cfg=cfg, ring=rg)
+    eng.ring = rg
     cause = _reset_cause(machine)
     eng.reset_cause = cause
     # seq block reserved on flash before the first record can exist
@@ -191,7 +193,7 @@ def boot(fe=None, cfg=None, io=None, clock=None, machine=None, wdt=True):
             eng.load(blob)
     except Exception:
         blob = None
-    if snap.get("active") and eng.steps is not None:
+    if snap.get("active") and eng.has_sched:
         eng.interrupted(snap, cause)
         try:
             rs.save(eng, rg.next_seq)
