@@ -457,6 +457,7 @@ def run_calibration(
                 fraction=rig.tol.current_test_fraction,
                 settle_s=settle,
                 measure_s=3.0,
+                timeout_s=30.0,
                 log=log,
             )
             for line in res.lines():
