@@ -370,6 +370,16 @@ class BackgroundRun:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    def wait_started(self, timeout: float) -> None:
+        """Wait until the session has seen this run's EV_RUN_START (the board is running)."""
+        end = time.monotonic() + timeout
+        while self.session.base is None:
+            if not self.alive():
+                raise AssertionError(f"session ended before the run started: {self.error!r}")
+            if time.monotonic() > end:
+                raise AssertionError(f"run not started within {timeout:g} s")
+            time.sleep(0.005)
+
     def wait_rows(self, n: int, timeout: float) -> int:
         """Wait until ``n`` records are stored (or the run ends); return how many are."""
         end = time.monotonic() + timeout

@@ -16,6 +16,7 @@ import pytest
 from sicell.client import Board
 from sicell.protocol import messages as M
 from sicell.protocol import schedule as S
+from sicell.session import SessionOptions
 
 from hil_tests.conftest import Dut
 from hil_tests.harness import (
@@ -72,11 +73,17 @@ def _assert_steps_whole(db: RunDb) -> None:
 
 
 def test_link_drop_and_corrupt_1pct(dut: Dut, db_path: Path) -> None:
-    plan = dense_plan("hil-link-faults", seconds=20.0)
-    bg = BackgroundRun(dut.port, plan, db_path).start()
-    bg.wait_rows(10, timeout=60)
+    # 1 % of the bytes each way dropped or corrupted (half each): ~30 % of SAMPLE frames spoilt.
+    # Set once the run has started (a START whose OK is lost cannot be retried blindly).
+    # policy hold: a host slowed by the faults makes the board wait, never drop (strict check)
+    plan = dense_plan("hil-link-faults", seconds=60.0, host_loss="hold", dt_s=0.04)
+    opts = SessionOptions(
+        batch_interval_s=0.1, status_interval_s=0.5, gap_wait_s=0.1, replay_retry_s=0.5
+    )
+    bg = BackgroundRun(dut.port, plan, db_path, options=opts).start()
+    bg.wait_started(timeout=60)
     ctl = dut.control()
-    ctl.faults(drop=0.01, corrupt=0.01, direction="both")
+    ctl.faults(drop=0.005, corrupt=0.005, direction="both")
     out = bg.join(timeout=240)
     st = ctl.status()
     ctl.clear_faults()
