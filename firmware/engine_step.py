@@ -249,7 +249,7 @@ def _enter(self, idx):
         if kind == _K_CV:
             self._cv_begin()
         elif kind == _K_CCCV:
-            self.cv_down = self.v > vset
+            self.cv_down = (iset > 0) != (self.sign > 0)
         self._event(_EV_STEP_START, 0, kind, self.loopc[idx])
         self.persist_dirty = True
         return
@@ -279,8 +279,9 @@ def _enter(self, idx):
     if kind == _K_CV:
         self._cv_begin()
     elif kind == _K_CCCV:
-        self.cv_down = self.v > vset
-        # already at/past v_set: straight to CV at the first tick
+        # the CC current moves V down when sign(I) * sign(load) < 0: CV starts once V is at
+        # or past v_set in that direction (at the first tick if the step starts there)
+        self.cv_down = (iset > 0) != (self.sign > 0)
     self._event(_EV_STEP_START, 0, kind, self.loopc[idx])
     self.persist_dirty = True
     self._due(self.tick_ms)

@@ -5,9 +5,10 @@
 # frame: OK (echoing the request type; frame seq = the request id) or NACK (request type, a
 # messages.E_* code, a detail); malformed frames, unknown types, wrong lengths and absurd
 # schedules get a NACK, never an exception out of here. Then it streams records from the ring's
-# send pointer, at most MAX_TX frames per call. Nothing is streamed before the host's HELLO
-# (after a reset the host learns of it from INFO.reset_cause and the EV_INTERRUPTED record).
-# HELLO rewinds the send pointer to the oldest unacked record; REPLAY(seq) moves it; ACK(seq)
+# send pointer, at most MAX_TX frames per call. Nothing is streamed before the host asks for
+# records with HELLO or REPLAY (after a reset the host learns of it from INFO.reset_cause and the
+# EV_INTERRUPTED record). HELLO rewinds the send pointer to the oldest unacked record;
+# REPLAY(seq) moves it (to the oldest held, with NACK E_SEQ_GONE, when seq is gone); ACK(seq)
 # frees records. 0x03 is data here: main.py sets micropython.kbd_intr(-1) while the link runs.
 
 import struct
@@ -194,10 +195,14 @@ class Link:
             ring.sent = 0  # resend everything not yet acked
             self._send(M.INFO, rid, self.info_payload())
         elif typ == M.REPLAY:
+            # an explicit request for records: streaming starts (like after HELLO); from a seq
+            # no longer held, NACK with the oldest held and stream from there
+            self.hello = True
             r = ring.replay(struct.unpack_from("<I", pay, 0)[0])
             if r < 0:
                 self._ok(typ, rid)
             else:
+                ring.sent = 0
                 self._nack(typ, rid, M.E_SEQ_GONE, r)
         elif typ == M.SCHED_BEGIN or typ == M.SCHED_CHUNK or typ == M.SCHED_END:
             self._upload(typ, rid, pay)
@@ -319,6 +324,12 @@ class Link:
             eng.load(blob)
         except S.ScheduleError as e:
             self._nack(typ, rid, M.E_SCHEDULE, e.nack_detail())
+            return
+        except MemoryError:
+            import gc
+
+            gc.collect()
+            self._nack(typ, rid, M.E_TOO_LARGE, gc.mem_free())  # detail: bytes free
             return
         except Exception:
             self._nack(typ, rid, M.E_SCHEDULE, S.ScheduleError(S.ERR_LENGTH).nack_detail())

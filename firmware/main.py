@@ -16,11 +16,11 @@
 import gc
 import time
 
-HEAP_KEEP = 48000  # bytes left free after boot: schedule.decode of a 64-step schedule builds
-# ~35 KB of tuples on a 64-bit port (~18 KB on the RP2040), plus flash writes and frames
+HEAP_KEEP = 32000  # bytes left free after boot: schedule.decode of a 64-step, 4-limit schedule
+# builds ~30 KB of tuples on a 64-bit port (~15 KB on the RP2040), plus flash writes and frames
 BOOT_REST = 8000  # what the link takes after the ring is sized
 RING_MIN = 256
-RING_MAX = 2048
+RING_MAX = 4096
 POLL_ACTIVE_MS = 20  # link poll period while the host is talking
 POLL_IDLE_MS = 100  # ... and when it has been quiet for ACTIVE_WINDOW_MS
 ACTIVE_WINDOW_MS = 2000
@@ -176,6 +176,7 @@ def boot(fe=None, cfg=None, io=None, clock=None, machine=None, wdt=True):
     slots = engine.cfg_get(cfg, "ring_slots", 0)
     if not slots:
         slots = (gc.mem_free() - HEAP_KEEP - BOOT_REST) // ringmod.SLOT
+        slots -= slots % ringmod.CHUNK_SLOTS  # whole 4 KB chunks, rounded down
         slots = RING_MIN if slots < RING_MIN else (RING_MAX if slots > RING_MAX else slots)
     rg = ringmod.Ring(slots, first_seq=rs.seq_limit)
     eng.ring = rg

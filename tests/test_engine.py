@@ -194,6 +194,20 @@ def test_cc_cv_one_step() -> None:
 
 
 @needs_mp
+@pytest.mark.parametrize("case", ["clean", "noisy"])
+def test_cc_cutoff_then_cc_cv_at_the_same_voltage(case: str) -> None:
+    # the CC-CV step starts already at v_set (a CC step was cut off there): CV from its first
+    # tick, current tapering monotonically from the CC current to the end current
+    r = run_mp("eng_t_cv.py", "cut_then_cccv")[case]
+    print(case, r)
+    assert r["n_cv"] == r["n_step"] and r["n_cv"] >= 5
+    assert r["signs"] == 1
+    assert r["worst_rise"] <= 0.01 * r["i0"]
+    assert r["end_reason"] == 4 and 234000 <= r["i_last"] <= 260000
+    assert r["v_err_max"] <= 10000
+
+
+@needs_mp
 def test_rest_ends_on_dvdt() -> None:
     r = run_mp("eng_t_cv.py", "rest_dvdt")
     print(r)

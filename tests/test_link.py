@@ -149,6 +149,7 @@ def test_run_stream_ack_replay(scen) -> None:
     assert ctl(st["ack"]) == [("OK", 907, M.ACK)]
     oldest = seqs[-1] - 3 + 1
     assert nack(st["replay_gone"]) == [(M.REPLAY, M.E_SEQ_GONE, oldest)]
+    assert recs(st["replay_gone"])[0][1] == oldest  # ... and streams what it holds
     assert ctl(st["replay"]) == [("OK", 909, M.REPLAY)]
     rep = [x[1] for x in recs(st["replay"])]
     assert rep[0] == seqs[-1] - 2 and rep == sorted(rep)

@@ -162,6 +162,46 @@ def sc_cccv():
     }
 
 
+def sc_cut_then_cccv():
+    # CC cut off at V, then CC-CV holding that same V (the step starts at/past v_set: CV from
+    # its first tick), on the emulator's reference dummy 250 Ω + (1 mF || 1 kΩ), 10 ms tick
+    out = {}
+    for noisy in (False, True):
+        kw = {"r_ohm": 250, "c_uf": 1000, "rp_ohm": 1000, "v0_uv": 0}
+        if noisy:
+            kw.update({"noise_uv": 60, "lsb_uv": 62, "noise_na": 100})
+        clk, fe, eng = make("rc", **kw)
+        eng.load(H.build(H.hdr(tick=10, slow=10, deb=100, vmin=-1000000, vmax=1000000,
+                               imax=2000000),
+                         [H.step(S.K_REST, rdt=50, limits=[H.lim(S.Q_TIME, S.OP_GE, 500)]),
+                          H.step(S.K_CC, iset=400000, rdt=50, rdv=2000,
+                                 limits=[H.lim(S.Q_V, S.OP_LE, -300000),
+                                         H.lim(S.Q_TIME, S.OP_GE, 20000)]),
+                          H.step(S.K_CCCV, iset=400000, vset=-300000, rdt=20, rdv=1000,
+                                 rdi=2000, limits=[H.lim(S.Q_ABS_I, S.OP_LE, 260000),
+                                                   H.lim(S.Q_TIME, S.OP_GE, 20000)])]))
+        eng.start(1)
+        recs = []
+        H.run(eng, clk, 60000, drain_into=recs)
+        cv = [r for r in H.samples(recs, 2) if r[9] & 0x04]
+        mags = [abs(r[4]) for r in cv]
+        rises = [mags[k + 1] - mags[k] for k in range(len(mags) - 1)]
+        end = [e for e in H.events(recs, 4) if e[5] == 2]
+        out["noisy" if noisy else "clean"] = {
+            "n_cv": len(cv),
+            "n_step": len(H.samples(recs, 2)),
+            "i0": mags[0] if mags else 0,
+            "i_last": mags[-1] if mags else 0,
+            "worst_rise": max([0] + rises),
+            "signs": len(set(1 if r[4] > 0 else -1 for r in cv if r[4])),
+            "v_err_max": max([abs(r[3] + 300000) for r in cv[1:]] or [0]),
+            "end_reason": end[0][4] if end else -1,
+            "t_cv_ms": (cv[-1][2] - cv[0][2]) if cv else 0,
+        }
+        gc.collect()
+    return out
+
+
 def sc_rest_dvdt():
     clk, fe, eng = make("si", r_ohm=250, q0_nah=100000, r2_ohm=2000, tau2_ms=60000)
     blob = H.build(H.hdr(tick=100, slow=1000),
