@@ -641,3 +641,42 @@ def test_link_lost_on_unplug(fake: Any) -> None:
         for _ in range(50):
             b.poll(0.05)
     link.close()
+
+
+class _ReplyThenRecords(FakeBoard):
+    """Writes each STATUS reply and three records in ONE write, so they arrive in one read."""
+
+    def _handle(self, t: int, rid: int, p: bytes) -> None:
+        if t != M.STATUS_REQ:
+            super()._handle(t, rid, p)
+            return
+        with self._lock:
+            data = self._frame(
+                M.STATUS, rid, M.pack(M.STATUS, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+            )
+            for _ in range(3):
+                seq = self.next_seq
+                self.next_seq += 1
+                data += self._frame(
+                    M.SAMPLE,
+                    seq,
+                    M.pack(M.SAMPLE, seq, 0, 1, 2, 3, 0, 0, 1, 0),
+                    framing.VERSION_BYTE,
+                )
+            self._write(data)
+
+
+def test_records_read_together_with_a_reply_reach_the_sink() -> None:
+    fb = _ReplyThenRecords()
+    got: list[Record] = []
+    try:
+        with _open(fb.serve_tcp(), record_sink=got.append) as b:
+            for _ in range(4):
+                assert b.status().state == M.ST_RUNNING
+            b.poll(0.2)
+    finally:
+        fb.close()
+    seqs = [r.seq for r in got]
+    # every record the board wrote behind a reply arrived (Board.open may ask for STATUS too)
+    assert seqs == list(range(1, fb.next_seq))
+    assert len(seqs) >= 12

@@ -497,20 +497,30 @@ class Board:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
+                reply: Frame | None = None
+                # Every frame read is handled, the ones after the reply included: records that
+                # arrive in the same read as the reply must reach the sink, not vanish.
                 for fr in self.link.receive(min(left, 0.2)):
-                    if fr.seq == rid and fr.type in (expect, messages.NACK, messages.OK):
+                    if (
+                        reply is None
+                        and fr.seq == rid
+                        and fr.type in (expect, messages.NACK, messages.OK)
+                    ):
                         self._check_version(fr)
-                        if fr.type == messages.NACK:
-                            req, code, detail = messages.unpack(messages.NACK, fr.payload)
-                            raise BoardError(req or msg_type, code, detail, self.port)
-                        if fr.type == expect:
-                            return fr
-                        # an OK where another reply was expected: not ours; keep waiting.
-                        self.stale_replies += 1
+                        if fr.type in (expect, messages.NACK):
+                            reply = fr
+                        else:
+                            # an OK where another reply was expected: not ours; keep waiting.
+                            self.stale_replies += 1
                         continue
                     if not messages.compatible(fr.version >> 4):
                         self._check_version(fr)
                     self._dispatch(fr)
+                if reply is not None:
+                    if reply.type == messages.NACK and expect != messages.NACK:
+                        req, code, detail = messages.unpack(messages.NACK, reply.payload)
+                        raise BoardError(req or msg_type, code, detail, self.port)
+                    return reply
         tries_text = f" after {tries} tries" if tries > 1 else ""
         raise BoardTimeoutError(f"{self.port}: no reply to {name} within {tmo:g} s{tries_text}")
 
@@ -534,31 +544,16 @@ class Board:
             if now >= next_send:
                 self.link.send(messages.HELLO, rid, payload)
                 next_send = now + interval
+            reply: Frame | None = None
             for fr in self.link.receive(min(0.1, max(0.0, deadline - now))):
-                if fr.type == messages.NACK and fr.seq == rid:
-                    self._check_version(fr)
-                    req, code, detail = messages.unpack(messages.NACK, fr.payload)
-                    if code == messages.E_VERSION:
-                        raise VersionMismatchError(self.port, _version_text(detail), HOST_VERSION)
-                    raise BoardError(req or messages.HELLO, code, detail, self.port)
-                if fr.type == messages.INFO and fr.seq == rid:
-                    self._check_version(fr)
-                    try:
-                        info = BoardInfo.from_payload(fr.payload)
-                    except framing.ProtocolError as e:
-                        raise NoFirmwareError(
-                            f"{self.port}: board answered HELLO with a malformed INFO ({e}); "
-                            f"flash matching firmware with `sicell flash --port {self.port}`"
-                        ) from e
-                    if not messages.compatible(info.proto_major):
-                        raise VersionMismatchError(
-                            self.port, info.protocol_version_str, HOST_VERSION
-                        )
-                    self.info = info
-                    return info
+                if reply is None and fr.seq == rid and fr.type in (messages.NACK, messages.INFO):
+                    reply = fr  # records read together with INFO still go to the sink below
+                    continue
                 if not messages.compatible(fr.version >> 4):
                     self._check_version(fr)
                 self._dispatch(fr)
+            if reply is not None:
+                return self._hello_reply(reply)
         got = self.link.reader.bytes_in - bytes_before
         bad = self.link.framing_errors - errors_before
         if got:
@@ -571,6 +566,25 @@ class Board:
             f"no sicell firmware on {self.port}: no answer to HELLO within {timeout:g} s; "
             f"check the cable, or flash it with `sicell flash --port {self.port}`"
         )
+
+    def _hello_reply(self, fr: Frame) -> BoardInfo:
+        self._check_version(fr)
+        if fr.type == messages.NACK:
+            req, code, detail = messages.unpack(messages.NACK, fr.payload)
+            if code == messages.E_VERSION:
+                raise VersionMismatchError(self.port, _version_text(detail), HOST_VERSION)
+            raise BoardError(req or messages.HELLO, code, detail, self.port)
+        try:
+            info = BoardInfo.from_payload(fr.payload)
+        except framing.ProtocolError as e:
+            raise NoFirmwareError(
+                f"{self.port}: board answered HELLO with a malformed INFO ({e}); "
+                f"flash matching firmware with `sicell flash --port {self.port}`"
+            ) from e
+        if not messages.compatible(info.proto_major):
+            raise VersionMismatchError(self.port, info.protocol_version_str, HOST_VERSION)
+        self.info = info
+        return info
 
     # -- commands ----------------------------------------------------------------------------
     def ping(self, nonce: int = 0x51CE11) -> tuple[int, float]:
