@@ -673,7 +673,8 @@ def test_records_read_together_with_a_reply_reach_the_sink() -> None:
         with _open(fb.serve_tcp(), record_sink=got.append) as b:
             for _ in range(4):
                 assert b.status().state == M.ST_RUNNING
-            b.poll(0.2)
+            while b.poll(0.2):
+                pass
     finally:
         fb.close()
     seqs = [r.seq for r in got]
