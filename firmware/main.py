@@ -182,11 +182,6 @@ def boot(fe=None, cfg=None, io=None, clock=None, machine=None, wdt=True):
     eng.ring = rg
     cause = _reset_cause(machine)
     eng.reset_cause = cause
-    # seq block reserved on flash before the first record can exist
-    try:
-        rs.save(eng, rg.next_seq)
-    except Exception:
-        pass
     blob = None
     try:
         blob = rs.load_blob()
@@ -194,12 +189,17 @@ def boot(fe=None, cfg=None, io=None, clock=None, machine=None, wdt=True):
             eng.load(blob)
     except Exception:
         blob = None
+    blob = None
+    gc.collect()
     if snap.get("active") and eng.has_sched:
+        # a run was active at the reset: stay safe, ST_INTERRUPTED, EV_INTERRUPTED queued (its
+        # seq is above everything reserved before, and nothing is sent before the host asks)
         eng.interrupted(snap, cause)
-        try:
-            rs.save(eng, rg.next_seq)
-        except Exception:
-            pass
+    # reserve the next seq block (and keep the run state) on flash before anything is sent
+    try:
+        rs.save(eng, rg.next_seq)
+    except Exception:
+        pass
     if fe_err is not None:
         eng.fault(ERR_FRONTEND, 0)
     caps = 0
@@ -285,6 +285,21 @@ def _reset(fe):
     machine.reset()
 
 
+def _stop_wdt():
+    # machine.WDT cannot be stopped, and in the REPL nobody feeds it: on the RP2040 clear the
+    # watchdog's CTRL.ENABLE (bit 30 of WATCHDOG_BASE 0x40058000) so mpremote is not reset
+    # under the host's hands. Elsewhere (emulator, other ports) nothing to do.
+    try:
+        import sys
+
+        import machine
+
+        if sys.platform == "rp2" and "RP2040" in sys.implementation._machine:
+            machine.mem32[0x40058000] &= ~(1 << 30)
+    except Exception:
+        pass
+
+
 def main():
     import micropython
 
@@ -292,6 +307,8 @@ def main():
     micropython.kbd_intr(-1)  # binary link: 0x03 is data
     try:
         loop(b)
+        if b["link"].want_repl:
+            _stop_wdt()
     finally:
         try:
             b["fe"].safe()

@@ -331,3 +331,42 @@ def test_main_end_to_end_with_reset(tmp_path: Path) -> None:
         assert pr.p.wait(10) == 0, pr.stderr()  # main() returned to the REPL (here: exit)
     finally:
         pr.kill()
+
+
+# ---- run state on flash (CPython: same code as on the board) ------------------------------------
+def test_runstate_seq_blocks_and_atomic_files(tmp_path: Path, monkeypatch) -> None:
+    import runstate as R
+
+    monkeypatch.chdir(tmp_path)
+
+    class Eng:
+        active = True
+        rt_s = 1000
+        persist_dirty = True
+
+        def snapshot(self):
+            return {"run": 7, "active": self.active, "step": 3}
+
+    rs = R.RunState()
+    assert rs.load() == {} and rs.seq_limit == 0
+    e = Eng()
+    assert rs.housekeeping(e, 0) == 1 and not e.persist_dirty
+    assert rs.seq_limit == R.SEQ_BLOCK and rs.t_limit == 1000 + R.TIME_BLOCK_S
+    assert rs.housekeeping(e, 100) == 0  # nothing due
+    assert rs.housekeeping(e, R.SEQ_BLOCK // 2) == 1  # half a block left: reserve the next
+    assert rs.seq_limit == R.SEQ_BLOCK // 2 + R.SEQ_BLOCK
+    e.rt_s = rs.t_limit - R.TIME_BLOCK_S // 2
+    assert rs.housekeeping(e, 2100) == 1 and rs.t_limit == e.rt_s + R.TIME_BLOCK_S
+    rs2 = R.RunState()
+    snap = rs2.load()
+    assert snap["run"] == 7 and snap["active"] and rs2.seq_limit == rs.seq_limit
+    # a reset between writing the .tmp and the rename: the .tmp is still found
+    (tmp_path / R.STATE_FILE).rename(tmp_path / (R.STATE_FILE + ".tmp"))
+    assert R.RunState().load()["step"] == 3
+    rs.save_blob(b"SICS-blob")
+    assert rs.load_blob() == b"SICS-blob" and not (tmp_path / "sched.bin.tmp").exists()
+    # a failing flash: housekeeping reports it and backs off instead of raising
+    monkeypatch.setattr(R, "_write", lambda *a: (_ for _ in ()).throw(OSError(28)))
+    e.persist_dirty = True
+    assert rs.housekeeping(e, 0) == -1 and rs.failures == 1 and rs.skip == 2
+    assert rs.housekeeping(e, 0) == 0  # backing off
