@@ -48,8 +48,16 @@ def run_mp(script: str, *args: str, timeout: float = 300, cwd: Path | None = Non
 
 
 # ---- firmware compiles with mpy-cross, no f-strings ---------------------------------------------
-MY_FILES = ["engine.py", "engine_run.py", "engine_step.py", "engine_cv.py", "ring.py", "link.py",
-            "main.py", "runstate.py"]
+MY_FILES = [
+    "engine.py",
+    "engine_run.py",
+    "engine_step.py",
+    "engine_cv.py",
+    "ring.py",
+    "link.py",
+    "main.py",
+    "runstate.py",
+]
 
 
 @pytest.mark.parametrize("name", MY_FILES)
@@ -61,8 +69,9 @@ def test_firmware_compiles_with_mpy_cross(name: str, tmp_path: Path) -> None:
     text = src.read_text()
     assert 'f"' not in text and "f'" not in text, "f-string in firmware"
     assert "import typing" not in text and "from typing" not in text
-    p = subprocess.run([exe, "-o", str(tmp_path / "x.mpy"), str(src)], capture_output=True,
-                       text=True)
+    p = subprocess.run(
+        [exe, "-o", str(tmp_path / "x.mpy"), str(src)], capture_output=True, text=True
+    )
     assert p.returncode == 0, p.stderr
 
 
@@ -113,7 +122,7 @@ def test_slow_tick_used_far_from_cutoff(cutoff: dict) -> None:
     assert r["ticks"] < r["t_cc_s"] * 1.2 + 100
 
 
-# ---- coulomb counting -----------------------------------------------------------------------------
+# ---- coulomb counting ---------------------------------------------------------------------------
 @needs_mp
 def test_cc_charge_matches_i_times_t() -> None:
     r = run_mp("eng_t_cut.py", "cc_charge")
@@ -124,11 +133,13 @@ def test_cc_charge_matches_i_times_t() -> None:
     assert abs(exact["q_board_exact_x1000"] - exact["q_true_nAh_x1000"]) <= 1
     assert exact["q_true_nAh_x1000"] == 123443000  # the DAC's 123443 nA for 3600 s
     noisy = r["noise200"]
-    assert abs(noisy["q_board_exact_x1000"] - noisy["q_true_nAh_x1000"]) <= 0.0001 * noisy[
-        "q_true_nAh_x1000"]
+    assert (
+        abs(noisy["q_board_exact_x1000"] - noisy["q_true_nAh_x1000"])
+        <= 0.0001 * noisy["q_true_nAh_x1000"]
+    )
 
 
-# ---- safety ----------------------------------------------------------------------------------------
+# ---- safety -------------------------------------------------------------------------------------
 @needs_mp
 @pytest.mark.parametrize("deb", [0, 200, 1000])
 def test_safety_trip_within_debounce(deb: int) -> None:
@@ -144,7 +155,7 @@ def test_safety_trip_within_debounce(deb: int) -> None:
     assert not r["step2_ran"]
 
 
-# ---- loops -------------------------------------------------------------------------------------------
+# ---- loops --------------------------------------------------------------------------------------
 @needs_mp
 def test_nested_loops_and_goto() -> None:
     r = run_mp("eng_t_cut.py", "loops")
@@ -155,7 +166,7 @@ def test_nested_loops_and_goto() -> None:
     assert r["cycles_max"] == 11  # 12 lithiation steps, each after a delithiation but the first
 
 
-# ---- CV / CC-CV / rest --------------------------------------------------------------------------------
+# ---- CV / CC-CV / rest --------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cv() -> dict:
     if MICROPYTHON is None:
@@ -217,7 +228,7 @@ def test_rest_ends_on_dvdt() -> None:
     assert 255 <= r["t_rest_s"] <= 295
 
 
-# ---- no allocation, timing ---------------------------------------------------------------------------
+# ---- no allocation, timing ----------------------------------------------------------------------
 @needs_mp
 def test_tick_does_not_allocate() -> None:
     r = run_mp("eng_t_heap.py", "heap_all")
@@ -241,7 +252,7 @@ def test_tick_time() -> None:
     assert r["mean_us"] < 2000
 
 
-# ---- property tests: random schedules executed by the engine under CPython -----------------------------
+# ---- property tests: random schedules executed by the engine under CPython ----------------------
 hyp = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
@@ -255,8 +266,13 @@ def _limit(n_steps: int):
     from protocol import schedule as S
 
     q = st.sampled_from([S.Q_V, S.Q_I, S.Q_ABS_I, S.Q_TIME, S.Q_ABS_Q, S.Q_DVDT])
-    return st.tuples(q, st.integers(0, 1), st.integers(0, 2), st.integers(-500000, 500000),
-                     st.integers(0, n_steps - 1))
+    return st.tuples(
+        q,
+        st.integers(0, 1),
+        st.integers(0, 2),
+        st.integers(-500000, 500000),
+        st.integers(0, n_steps - 1),
+    )
 
 
 @st.composite
@@ -269,8 +285,24 @@ def schedules(draw):
     steps = []
     for s in range(n):
         if s > 0 and draw(st.integers(0, 5)) == 0:
-            steps.append(((S.K_LOOP, 0xFF, 0, 0, 0, draw(st.integers(0, s - 1)),
-                           draw(st.integers(1, 3)), 0, 0, 0, 0), []))
+            steps.append(
+                (
+                    (
+                        S.K_LOOP,
+                        0xFF,
+                        0,
+                        0,
+                        0,
+                        draw(st.integers(0, s - 1)),
+                        draw(st.integers(1, 3)),
+                        0,
+                        0,
+                        0,
+                        0,
+                    ),
+                    [],
+                )
+            )
             continue
         kind = draw(st.sampled_from([S.K_REST, S.K_CC, S.K_CV, S.K_CCCV, S.K_OCV]))
         i = draw(st.sampled_from([-1, 1])) * draw(st.integers(1000, 900000))
@@ -279,31 +311,62 @@ def schedules(draw):
         if kind in (S.K_CC, S.K_CCCV) and rng == 2 and abs(i) > 1000000:
             rng = 3
         lims = draw(st.lists(_limit(n), max_size=3))
-        lims = [(q, op, a, (abs(val) % 20000 if q == S.Q_TIME else val), t)
-                for q, op, a, val, t in lims]
+        lims = [
+            (q, op, a, (abs(val) % 20000 if q == S.Q_TIME else val), t) for q, op, a, val, t in lims
+        ]
         lims.append((S.Q_TIME, 1, 0, draw(st.integers(0, 20000)), 0))  # every step ends
-        steps.append(((kind, rng, draw(st.integers(0, 1)), i, v, 0, 0,
-                       draw(st.integers(0, 3000)), draw(st.integers(0, 50000)),
-                       draw(st.integers(0, 50000)), draw(st.integers(0, 100))), lims))
-    hdr = (draw(st.integers(0, 1)), tick, slow, draw(st.integers(0, 300)), -1900000, 1900000,
-           10000000, S.TEMP_OFF)
+        steps.append(
+            (
+                (
+                    kind,
+                    rng,
+                    draw(st.integers(0, 1)),
+                    i,
+                    v,
+                    0,
+                    0,
+                    draw(st.integers(0, 3000)),
+                    draw(st.integers(0, 50000)),
+                    draw(st.integers(0, 50000)),
+                    draw(st.integers(0, 100)),
+                ),
+                lims,
+            )
+        )
+    hdr = (
+        draw(st.integers(0, 1)),
+        tick,
+        slow,
+        draw(st.integers(0, 300)),
+        -1900000,
+        1900000,
+        10000000,
+        S.TEMP_OFF,
+    )
     return S.encode(hdr, steps)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(blob=schedules(), r=st.integers(20, 2000), c=st.sampled_from([1000, 100000, 10000000]),
-       cap=st.sampled_from([128, 1024]), ack=st.booleans())
+@given(
+    blob=schedules(),
+    r=st.integers(20, 2000),
+    c=st.sampled_from([1000, 100000, 10000000]),
+    cap=st.sampled_from([128, 1024]),
+    ack=st.booleans(),
+)
 def test_random_schedules_properties(blob: bytes, r: int, c: int, cap: int, ack: bool) -> None:
     import eng_sched as H
     import engine
     import ring
     from eng_fakefe import Clock, Frontend
+
     from protocol import schedule as S
 
     clk = Clock(123)
     fe = Frontend(clock=clk, model="rc", r_ohm=r, c_uf=c, v0_uv=0)
-    eng = engine.Engine(fe, clock=clk, cfg={"v_min_uV": -2000000, "v_max_uV": 2000000},
-                        ring=ring.Ring(cap))
+    eng = engine.Engine(
+        fe, clock=clk, cfg={"v_min_uV": -2000000, "v_max_uV": 2000000}, ring=ring.Ring(cap)
+    )
     try:
         eng.load(blob)
     except S.ScheduleError as e:

@@ -24,7 +24,6 @@ for p in (ROOT / "firmware", ROOT, ROOT / "tests" / "mp"):
 from protocol import framing as F  # noqa: E402
 from protocol import messages as M  # noqa: E402
 from protocol import schedule as S  # noqa: E402
-
 from tests.test_engine import MICROPYTHON, MP_DIR, needs_mp  # noqa: E402
 
 FW = ROOT / "firmware"
@@ -33,8 +32,13 @@ FW = ROOT / "firmware"
 def _mp_scenario() -> tuple[dict, dict]:
     env = dict(os.environ)
     env["MICROPYPATH"] = os.pathsep.join([str(FW), str(ROOT), str(MP_DIR)])
-    p = subprocess.run([MICROPYTHON, "-X", "heapsize=192K", str(MP_DIR / "eng_t_link.py")],
-                       capture_output=True, text=True, timeout=300, env=env)
+    p = subprocess.run(
+        [MICROPYTHON, "-X", "heapsize=192K", str(MP_DIR / "eng_t_link.py")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr
     steps = {}
     info = {}
@@ -84,8 +88,10 @@ def test_frame_errors_are_nacked(scen) -> None:
     bit = ctl(st["bitflip"])
     assert [r[0] for r in bit] == ["NACK"] and bit[0][3] == M.E_FRAME  # never executed
     assert nack(st["oversized"]) == [(0, M.E_FRAME, F.E_LONG)]
-    assert nack(st["unknown_type"]) == [(0x3E, M.E_UNKNOWN_TYPE, 0x3E),
-                                        (M.SAMPLE, M.E_UNKNOWN_TYPE, M.SAMPLE)]
+    assert nack(st["unknown_type"]) == [
+        (0x3E, M.E_UNKNOWN_TYPE, 0x3E),
+        (M.SAMPLE, M.E_UNKNOWN_TYPE, M.SAMPLE),
+    ]
     assert nack(st["wrong_length"]) == [(M.PING, M.E_LENGTH, 4), (M.STATUS_REQ, M.E_LENGTH, 0)]
     assert nack(st["bad_version"]) == [(M.PING, M.E_VERSION, F.VERSION_BYTE)]
     # request ids are echoed as the frame seq
@@ -97,7 +103,7 @@ def test_hello_info(scen) -> None:
     assert nack(st["hello_bad_major"]) == [(M.HELLO, M.E_VERSION, F.VERSION_BYTE)]
     info = ctl(st["hello"])[0]
     assert info[0] == "INFO" and info[1] == 9
-    fw_major, fw_minor, fw_patch, pmaj, pmin, n_ranges, caps = info[2:9]
+    _fw_major, _fw_minor, _fw_patch, pmaj, pmin, n_ranges, caps = info[2:9]
     assert (pmaj, pmin) == (F.PROTO_MAJOR, F.PROTO_MINOR) and n_ranges == 4
     assert caps & M.CAP_WDT and caps & M.CAP_REPL and caps & M.CAP_CAL
     assert info[9] == [1, 2, 3, 4, 5, 6, 7, 8]  # board id
@@ -111,15 +117,17 @@ def test_schedule_upload_checks(scen) -> None:
     assert nack(st["start_no_sched"]) == [(M.START, M.E_NO_SCHEDULE, 0)]
     assert nack(st["sched_too_large"]) == [(M.SCHED_BEGIN, M.E_TOO_LARGE, S.MAX_BYTES)]
     assert nack(st["chunk_without_begin"]) == [(M.SCHED_CHUNK, M.E_STATE, M.ST_IDLE)]
-    hdr = (0xFFFF << 8)
+    hdr = 0xFFFF << 8
     assert nack(st["absurd_tick"]) == [(M.SCHED_END, M.E_SCHEDULE, hdr | S.ERR_TICK)]
     assert nack(st["absurd_current"]) == [(M.SCHED_END, M.E_SCHEDULE, (0 << 8) | S.ERR_CURRENT)]
     assert nack(st["absurd_loop"]) == [(M.SCHED_END, M.E_SCHEDULE, (1 << 8) | S.ERR_LOOP)]
     assert nack(st["garbage_schedule"]) == [(M.SCHED_END, M.E_SCHEDULE, hdr | S.ERR_MAGIC)]
     bad_crc = nack(st["bad_crc_upload"])
     assert len(bad_crc) == 1 and bad_crc[0][:2] == (M.SCHED_END, M.E_CHECKSUM)
-    assert nack(st["chunk_gap"]) == [(M.SCHED_CHUNK, M.E_RANGE, 192),
-                                     (M.SCHED_END, M.E_CHECKSUM, 192)]
+    assert nack(st["chunk_gap"]) == [
+        (M.SCHED_CHUNK, M.E_RANGE, 192),
+        (M.SCHED_END, M.E_CHECKSUM, 192),
+    ]
     good = ctl(st["good_upload"])
     assert all(r[0] == "OK" for r in good) and good[-1][1:] == (750, M.SCHED_END)
     # SCHED_READ returns the stored bytes
@@ -142,8 +150,10 @@ def test_run_stream_ack_replay(scen) -> None:
     assert status[2] == M.ST_RUNNING and status[12] == 0x1234 and status[14] == seqs[-1]
     cal = ctl(st["cal_running"])
     assert cal[0][0] == "CAL"
-    assert nack(st["cal_running"]) == [(M.CAL_SET, M.E_STATE, M.ST_RUNNING),
-                                       (M.CAL_GET, M.E_RANGE, 9)]
+    assert nack(st["cal_running"]) == [
+        (M.CAL_SET, M.E_STATE, M.ST_RUNNING),
+        (M.CAL_GET, M.E_RANGE, 9),
+    ]
     assert nack(st["repl_running"]) == [(M.ENTER_REPL, M.E_STATE, M.ST_RUNNING)]
     # ACK frees; a REPLAY from below the oldest held is refused with the oldest held seq
     assert ctl(st["ack"]) == [("OK", 907, M.ACK)]
@@ -167,8 +177,11 @@ def test_run_stream_ack_replay(scen) -> None:
 
 def test_cal_garbage_storm_and_repl(scen) -> None:
     st, info = scen
-    assert ctl(st["cal_idle"]) == [("OK", 917, M.CAL_SET), ("CAL", 918, 1, 0, 5, 1000100),
-                                   ("OK", 919, M.CAL_SAVE)]
+    assert ctl(st["cal_idle"]) == [
+        ("OK", 917, M.CAL_SET),
+        ("CAL", 918, 1, 0, 5, 1000100),
+        ("OK", 919, M.CAL_SAVE),
+    ]
     assert info["saved"] == 1
     storm = ctl(st["storm"])
     assert storm[-1][:3] == ("PONG", 920, 0x03030303)  # 0x03 is data
@@ -199,8 +212,12 @@ class Proc:
         env["ENG_RESET_CAUSE"] = cause
         self.p = subprocess.Popen(
             [MICROPYTHON, "-X", "heapsize=192K", str(ENV_DIR / "eng_boot.py")],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd=str(cwd), env=env)
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=str(cwd),
+            env=env,
+        )
         self.d = F.Deframer()
         self.frames: list[tuple[int, int, bytes]] = []
         self.rid = 1000
@@ -260,7 +277,7 @@ class Proc:
 def _upload(pr: Proc, blob: bytes) -> None:
     assert pr.request(M.SCHED_BEGIN, M.pack(M.SCHED_BEGIN, len(blob), F.crc16(blob)))[0] == M.OK
     for off in range(0, len(blob), M.MAX_CHUNK):
-        r = pr.request(M.SCHED_CHUNK, M.pack(M.SCHED_CHUNK, off) + blob[off: off + M.MAX_CHUNK])
+        r = pr.request(M.SCHED_CHUNK, M.pack(M.SCHED_CHUNK, off) + blob[off : off + M.MAX_CHUNK])
         assert r[0] == M.OK, M.unpack(M.NACK, r[2])
     r = pr.request(M.SCHED_END)
     assert r[0] == M.OK, M.unpack(M.NACK, r[2])
@@ -270,9 +287,10 @@ def _upload(pr: Proc, blob: bytes) -> None:
 def test_main_end_to_end_with_reset(tmp_path: Path) -> None:
     import eng_sched as H
 
-    blob = H.build(H.hdr(tick=20, slow=100),
-                   [H.step(S.K_CC, iset=100000, rdt=50,
-                           limits=[H.lim(S.Q_TIME, S.OP_GE, 3600000)])])
+    blob = H.build(
+        H.hdr(tick=20, slow=100),
+        [H.step(S.K_CC, iset=100000, rdt=50, limits=[H.lim(S.Q_TIME, S.OP_GE, 3600000)])],
+    )
     pr = Proc(tmp_path)
     try:
         pr.pump(1.0)

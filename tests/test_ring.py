@@ -35,6 +35,7 @@ def test_ring_micropython() -> None:
 
 def test_ring_capacity_and_slot_layout() -> None:
     import ring
+
     from protocol import messages as M
 
     assert ring.SLOT == 32

@@ -11,10 +11,11 @@ import ring
 
 RG = ring.Ring(512)  # allocated first, before the big imports fragment the heap
 
-import engine  # noqa: E402
 import eng_sched as H  # noqa: E402
+import engine  # noqa: E402
 from eng_fakefe import Clock, Frontend  # noqa: E402
-from protocol import schedule as S  # noqa: E402
+
+from protocol import schedule as S  # noqa: E402, F401  (re-exported to the eng_t_* scripts)
 
 CFG = {"v_min_uV": -2000000, "v_max_uV": 2000000, "compliance_uV": 4500000}
 MP = sys.implementation.name == "micropython"
@@ -80,5 +81,3 @@ def crossing(model, kw, i_na, v_lim, t_max, below=True):
             lo = mid
     v, q = v_at(hi)
     return hi, q, v
-
-

@@ -9,13 +9,22 @@ SAMPLE = 0x44
 EVENT = 0x45
 
 
-def hdr(policy=0, tick=100, slow=1000, deb=0, vmin=-2000000, vmax=2000000, imax=10000000,
-        tmax=S.TEMP_OFF):
+def hdr(
+    policy=0,
+    tick=100,
+    slow=1000,
+    deb=0,
+    vmin=-2000000,
+    vmax=2000000,
+    imax=10000000,
+    tmax=S.TEMP_OFF,
+):
     return (policy, tick, slow, deb, vmin, vmax, imax, tmax)
 
 
-def step(kind, rng=0xFF, flags=0, iset=0, vset=0, ltgt=0, lcnt=0, rdt=0, rdv=0, rdi=0, rdq=0,
-         limits=()):
+def step(
+    kind, rng=0xFF, flags=0, iset=0, vset=0, ltgt=0, lcnt=0, rdt=0, rdv=0, rdi=0, rdq=0, limits=()
+):
     return ((kind, rng, flags, iset, vset, ltgt, lcnt, rdt, rdv, rdi, rdq), list(limits))
 
 
@@ -27,8 +36,9 @@ def build(header, steps):
     return S.encode(header, steps)
 
 
-def run(eng, clock, max_ms, stop_states=(4, 5, 8), drain_into=None, ack=True, every=None,
-        samples=True):
+def run(
+    eng, clock, max_ms, stop_states=(4, 5, 8), drain_into=None, ack=True, every=None, samples=True
+):
     """Virtual main loop: jump the clock to the engine's next due time and tick, until
     ``max_ms`` of virtual time passed or the state is in ``stop_states``. Drains (and acks)
     the ring into ``drain_into`` (a list) when given. ``every(eng)`` runs after each tick."""

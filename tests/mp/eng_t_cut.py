@@ -1,8 +1,8 @@
 # Engine scenarios: voltage cutoff overshoot, coulomb counting, safety trip, loops.
-import gc  # noqa: F401
+import gc
 
 from eng_common import *  # noqa: F403
-from eng_common import H, S, Clock, Frontend, engine, ring, make, go, crossing, sign_changes, main  # noqa: F401
+from eng_common import Clock, Frontend, H, S, crossing, engine, go, main, make, ring, sign_changes  # noqa: F401
 
 
 def cutoff(model, kw, i_na, v_lim, below, tick, slow, landing=True):
@@ -26,12 +26,15 @@ def cutoff(model, kw, i_na, v_lim, below, tick, slow, landing=True):
         if e[2] != 0 and e[3] != e[2]:
             sw = e
             break
-    t_cross, q_cross, v_cross = crossing(model, kw, fe.i_cmd if sw is None else sw[2], v_lim,
-                                         sw[0] - t0 + 10, below)
+    t_cross, q_cross, _v_cross = crossing(
+        model, kw, fe.i_cmd if sw is None else sw[2], v_lim, sw[0] - t0 + 10, below
+    )
     ev = H.events(recs, 5)[0]
     return {
         "over_uV": (v_lim - sw[1]) if below else (sw[1] - v_lim),
-        "over_nAh_x1000": (sw[4] - q_cross) * 1000 // 3600000 if i_na > 0 else (q_cross - sw[4]) * 1000 // 3600000,
+        "over_nAh_x1000": (sw[4] - q_cross) * 1000 // 3600000
+        if i_na > 0
+        else (q_cross - sw[4]) * 1000 // 3600000,
         "late_ms": sw[0] - t0 - t_cross,
         "ev_value": ev[7],
         "ev_aux": ev[8],
@@ -51,8 +54,9 @@ def sc_cutoff():
         out["si_lith" + tag] = cutoff("si", si, 56700, -610000, True, 100, 1000, land)
         out["si_delith" + tag] = cutoff("si", si_d, -56700, 580000, False, 100, 1000, land)
         # 10 mA/cm2 (100x the slope), low-resistance cell so the IR drop leaves room
-        out["si_lith_10mA" + tag] = cutoff("si", {"r_ohm": 5, "q0_nah": 250000}, 5670000,
-                                           -610000, True, 100, 1000, land)
+        out["si_lith_10mA" + tag] = cutoff(
+            "si", {"r_ohm": 5, "q0_nah": 250000}, 5670000, -610000, True, 100, 1000, land
+        )
     # ADS1115-like readings: ±60 µV noise, 62.5 µV steps (the detection can come early, too)
     nz = {"noise_uv": 60, "lsb_uv": 62}
     for k, v in (("rc", rc), ("si_lith", si), ("si_delith", si_d)):
@@ -68,9 +72,10 @@ def sc_cc_charge():
     out = {}
     for noise in (0, 200):
         clk, fe, eng = make("rc", r_ohm=250, c_uf=10000000, v0_uv=0, noise_na=noise)
-        blob = H.build(H.hdr(tick=100, slow=1000),
-                       [H.step(S.K_CC, iset=123457, rdt=60000,
-                               limits=[H.lim(S.Q_TIME, S.OP_GE, 3600000)])])
+        blob = H.build(
+            H.hdr(tick=100, slow=1000),
+            [H.step(S.K_CC, iset=123457, rdt=60000, limits=[H.lim(S.Q_TIME, S.OP_GE, 3600000)])],
+        )
         recs = go(eng, clk, blob, 4000000)
         end = H.events(recs, 4)[0]
         q_true = fe.q  # nA*ms actually passed
@@ -93,18 +98,23 @@ def sc_safety():
         kw = {"r_ohm": 250, "c_uf": 1000, "v0_uv": 0}  # 400 µA: V falls 0.4 V/s
         clk, fe, eng = make("rc", **kw)
         fe.trace = []
-        blob = H.build(H.hdr(tick=20, slow=20, deb=deb, vmin=-300000, vmax=1000000, imax=2000000),
-                       [H.step(S.K_REST, limits=[H.lim(S.Q_TIME, S.OP_GE, 200)]),
-                        H.step(S.K_CC, iset=400000, rdt=20, rdv=2000,
-                               limits=[H.lim(S.Q_TIME, S.OP_GE, 10000)]),
-                        H.step(S.K_REST, limits=[H.lim(S.Q_TIME, S.OP_GE, 1000)])])
+        blob = H.build(
+            H.hdr(tick=20, slow=20, deb=deb, vmin=-300000, vmax=1000000, imax=2000000),
+            [
+                H.step(S.K_REST, limits=[H.lim(S.Q_TIME, S.OP_GE, 200)]),
+                H.step(
+                    S.K_CC, iset=400000, rdt=20, rdv=2000, limits=[H.lim(S.Q_TIME, S.OP_GE, 10000)]
+                ),
+                H.step(S.K_REST, limits=[H.lim(S.Q_TIME, S.OP_GE, 1000)]),
+            ],
+        )
         recs = go(eng, clk, blob, 60000)
-        cc = [e for e in fe.trace if e[3] != 0][0]
+        cc = next(e for e in fe.trace if e[3] != 0)
         t_cc = cc[0]
-        t_open = [e for e in fe.trace if e[2] == cc[3] and e[3] == 0][0][0]
+        t_open = next(e for e in fe.trace if e[2] == cc[3] and e[3] == 0)[0]
         t_x, _, _ = crossing("rc", kw, cc[3], -300000, 10000, True)
         trip = H.events(recs, 7)[0]
-        first_out = [s for s in H.samples(recs) if s[3] < -300000][0]
+        first_out = next(s for s in H.samples(recs) if s[3] < -300000)
         after = [s for s in H.samples(recs) if s[1] > trip[1]]
         out["deb%d" % deb] = {
             "open_after_cross_ms": t_open - (t_cc + t_x),
@@ -139,14 +149,18 @@ def sc_loops():
         H.step(R, limits=[H.lim(S.Q_TIME, S.OP_GE, 100, S.A_END)]),  # 10: ends the run
         H.step(S.K_CC, iset=1000, limits=t(100)),  # 11: never
     ]
-    clk, fe, eng = make("rc", r_ohm=250, c_uf=1000000, v0_uv=0)
+    clk, _fe, eng = make("rc", r_ohm=250, c_uf=1000000, v0_uv=0)
     recs = go(eng, clk, H.build(H.hdr(tick=50, slow=1000), steps), 100000000)
     counts = [0] * len(steps)
     for e in H.events(recs, 3):
         counts[e[5]] += 1
     cyc = [e[6] for e in H.events(recs, 3)]
-    return {"starts": counts, "state": eng.state, "cycles_max": max(cyc),
-            "run_end": H.events(recs, 2)[0][4]}
+    return {
+        "starts": counts,
+        "state": eng.state,
+        "cycles_max": max(cyc),
+        "run_end": H.events(recs, 2)[0][4],
+    }
 
 
 if __name__ == "__main__":

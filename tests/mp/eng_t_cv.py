@@ -1,8 +1,8 @@
 # Engine scenarios: CV, CC-CV, rest ended by |dV/dt|. Long runs: figures are aggregated while
 # the run goes (a 192 KB heap cannot hold hours of records).
-import gc  # noqa: F401
+import gc
 
-from eng_common import H, S, go, main, make  # noqa: F401
+from eng_common import H, S, go, main, make
 
 
 class Agg:
@@ -68,9 +68,14 @@ def cv_run(model, kw, v_set, end_na, max_ms, tick=100, pre_cc=0):
     steps = []
     if pre_cc:
         steps.append(H.step(S.K_CC, iset=pre_cc, limits=[H.lim(S.Q_TIME, S.OP_GE, 5000)]))
-    steps.append(H.step(S.K_CV, vset=v_set, rdt=1000,
-                        limits=[H.lim(S.Q_ABS_I, S.OP_LE, end_na),
-                                H.lim(S.Q_TIME, S.OP_GE, max_ms)]))
+    steps.append(
+        H.step(
+            S.K_CV,
+            vset=v_set,
+            rdt=1000,
+            limits=[H.lim(S.Q_ABS_I, S.OP_LE, end_na), H.lim(S.Q_TIME, S.OP_GE, max_ms)],
+        )
+    )
     cv_idx = len(steps) - 1
     agg = Agg(cv_idx, v_set)
 
@@ -83,7 +88,7 @@ def cv_run(model, kw, v_set, end_na, max_ms, tick=100, pre_cc=0):
     eng.start(1)
     H.run(eng, clk, max_ms + 60000, every=every)
     agg(eng)
-    end = [e for e in agg.ends if e[0] == cv_idx][0]
+    end = next(e for e in agg.ends if e[0] == cv_idx)
     return {
         "sign_changes": fe.sign_changes,
         "sign_changes_big": fe.sc_big,
@@ -105,21 +110,27 @@ def cv_run(model, kw, v_set, end_na, max_ms, tick=100, pre_cc=0):
 def sc_cv():
     out = {}
     # emulator-like RC dummy: 250 Ω + (1 mF || 1 kΩ): time constant comparable to the tick
-    out["rc_leak"] = cv_run("rc", {"r_ohm": 250, "c_uf": 1000, "rp_ohm": 1000, "v0_uv": 0},
-                            -300000, 1, 120000)
+    out["rc_leak"] = cv_run(
+        "rc", {"r_ohm": 250, "c_uf": 1000, "rp_ohm": 1000, "v0_uv": 0}, -300000, 1, 120000
+    )
     gc.collect()
     out["rc_1mF"] = cv_run("rc", {"r_ohm": 250, "c_uf": 1000, "v0_uv": 0}, -300000, 100, 120000)
     gc.collect()
-    out["rc_1F"] = cv_run("rc", {"r_ohm": 250, "c_uf": 1000000, "v0_uv": 0}, -300000, 1000,
-                          3600000)
+    out["rc_1F"] = cv_run("rc", {"r_ohm": 250, "c_uf": 1000000, "v0_uv": 0}, -300000, 1000, 3600000)
     gc.collect()
     # Si-like cell, 250 Ω series + polarisation, from rest
-    out["si_rest"] = cv_run("si", {"r_ohm": 250, "q0_nah": 100000, "r2_ohm": 500,
-                                   "tau2_ms": 30000}, -400000, 567, 36000000)
+    out["si_rest"] = cv_run(
+        "si",
+        {"r_ohm": 250, "q0_nah": 100000, "r2_ohm": 500, "tau2_ms": 30000},
+        -400000,
+        567,
+        36000000,
+    )
     gc.collect()
     # after a CC step (estimates carried over, bumpless)
-    out["si_after_cc"] = cv_run("si", {"r_ohm": 250, "q0_nah": 100000}, -400000, 567,
-                                36000000, pre_cc=56700)
+    out["si_after_cc"] = cv_run(
+        "si", {"r_ohm": 250, "q0_nah": 100000}, -400000, 567, 36000000, pre_cc=56700
+    )
     return out
 
 
@@ -134,10 +145,21 @@ def sc_cccv():
             fe.stats_reset()  # count the CV phase's current changes only
         agg(e)
 
-    eng.load(H.build(H.hdr(tick=100, slow=1000),
-                     [H.step(S.K_CCCV, iset=56700, vset=-610000, rdt=10000, rdv=2000,
-                             limits=[H.lim(S.Q_ABS_I, S.OP_LE, 567),
-                                     H.lim(S.Q_TIME, S.OP_GE, 72000000)])]))
+    eng.load(
+        H.build(
+            H.hdr(tick=100, slow=1000),
+            [
+                H.step(
+                    S.K_CCCV,
+                    iset=56700,
+                    vset=-610000,
+                    rdt=10000,
+                    rdv=2000,
+                    limits=[H.lim(S.Q_ABS_I, S.OP_LE, 567), H.lim(S.Q_TIME, S.OP_GE, 72000000)],
+                )
+            ],
+        )
+    )
     eng.start(1)
     H.run(eng, clk, 80000000, every=every)
     agg(eng)
@@ -170,16 +192,31 @@ def sc_cut_then_cccv():
         kw = {"r_ohm": 250, "c_uf": 1000, "rp_ohm": 1000, "v0_uv": 0}
         if noisy:
             kw.update({"noise_uv": 60, "lsb_uv": 62, "noise_na": 100})
-        clk, fe, eng = make("rc", **kw)
-        eng.load(H.build(H.hdr(tick=10, slow=10, deb=100, vmin=-1000000, vmax=1000000,
-                               imax=2000000),
-                         [H.step(S.K_REST, rdt=50, limits=[H.lim(S.Q_TIME, S.OP_GE, 500)]),
-                          H.step(S.K_CC, iset=400000, rdt=50, rdv=2000,
-                                 limits=[H.lim(S.Q_V, S.OP_LE, -300000),
-                                         H.lim(S.Q_TIME, S.OP_GE, 20000)]),
-                          H.step(S.K_CCCV, iset=400000, vset=-300000, rdt=20, rdv=1000,
-                                 rdi=2000, limits=[H.lim(S.Q_ABS_I, S.OP_LE, 260000),
-                                                   H.lim(S.Q_TIME, S.OP_GE, 20000)])]))
+        clk, _fe, eng = make("rc", **kw)
+        eng.load(
+            H.build(
+                H.hdr(tick=10, slow=10, deb=100, vmin=-1000000, vmax=1000000, imax=2000000),
+                [
+                    H.step(S.K_REST, rdt=50, limits=[H.lim(S.Q_TIME, S.OP_GE, 500)]),
+                    H.step(
+                        S.K_CC,
+                        iset=400000,
+                        rdt=50,
+                        rdv=2000,
+                        limits=[H.lim(S.Q_V, S.OP_LE, -300000), H.lim(S.Q_TIME, S.OP_GE, 20000)],
+                    ),
+                    H.step(
+                        S.K_CCCV,
+                        iset=400000,
+                        vset=-300000,
+                        rdt=20,
+                        rdv=1000,
+                        rdi=2000,
+                        limits=[H.lim(S.Q_ABS_I, S.OP_LE, 260000), H.lim(S.Q_TIME, S.OP_GE, 20000)],
+                    ),
+                ],
+            )
+        )
         eng.start(1)
         recs = []
         H.run(eng, clk, 60000, drain_into=recs)
@@ -204,12 +241,17 @@ def sc_cut_then_cccv():
 
 def sc_rest_dvdt():
     clk, fe, eng = make("si", r_ohm=250, q0_nah=100000, r2_ohm=2000, tau2_ms=60000)
-    blob = H.build(H.hdr(tick=100, slow=1000),
-                   [H.step(S.K_CC, iset=56700, rdt=10000,
-                           limits=[H.lim(S.Q_TIME, S.OP_GE, 600000)]),
-                    H.step(S.K_REST, rdt=5000,
-                           limits=[H.lim(S.Q_DVDT, S.OP_LE, 20),
-                                   H.lim(S.Q_TIME, S.OP_GE, 7200000)])])
+    blob = H.build(
+        H.hdr(tick=100, slow=1000),
+        [
+            H.step(S.K_CC, iset=56700, rdt=10000, limits=[H.lim(S.Q_TIME, S.OP_GE, 600000)]),
+            H.step(
+                S.K_REST,
+                rdt=5000,
+                limits=[H.lim(S.Q_DVDT, S.OP_LE, 20), H.lim(S.Q_TIME, S.OP_GE, 7200000)],
+            ),
+        ],
+    )
     recs = go(eng, clk, blob, 10000000)
     ends = H.events(recs, 4)
     rest = H.samples(recs, 1)

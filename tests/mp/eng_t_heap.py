@@ -1,8 +1,21 @@
 # Engine scenarios: no allocation in the tick (heap_lock), tick timing (MicroPython only).
-import gc  # noqa: F401
+import gc
 
 from eng_common import *  # noqa: F403
-from eng_common import H, S, Clock, Frontend, engine, ring, make, go, crossing, sign_changes, main  # noqa: F401
+from eng_common import (  # noqa: F401
+    RG,
+    Clock,
+    Frontend,
+    H,
+    S,
+    crossing,
+    engine,
+    go,
+    main,
+    make,
+    ring,
+    sign_changes,
+)
 
 
 def full_schedule(policy=0):
@@ -11,18 +24,45 @@ def full_schedule(policy=0):
         H.hdr(policy=policy, tick=50, slow=500, deb=100),
         [
             H.step(S.K_REST, rdt=200, limits=t(2000)),
-            H.step(S.K_CC, iset=500000, rdt=100, rdv=500,
-                   limits=[H.lim(S.Q_V, S.OP_LE, -150000), H.lim(S.Q_TIME, S.OP_GE, 60000)]),
-            H.step(S.K_CV, vset=-200000, rdt=300, rdi=2000,
-                   limits=[H.lim(S.Q_ABS_I, S.OP_LE, 20000), H.lim(S.Q_TIME, S.OP_GE, 20000)]),
+            H.step(
+                S.K_CC,
+                iset=500000,
+                rdt=100,
+                rdv=500,
+                limits=[H.lim(S.Q_V, S.OP_LE, -150000), H.lim(S.Q_TIME, S.OP_GE, 60000)],
+            ),
+            H.step(
+                S.K_CV,
+                vset=-200000,
+                rdt=300,
+                rdi=2000,
+                limits=[H.lim(S.Q_ABS_I, S.OP_LE, 20000), H.lim(S.Q_TIME, S.OP_GE, 20000)],
+            ),
             H.step(S.K_OCV, rdt=500, limits=t(3000)),
-            H.step(S.K_CCCV, iset=-300000, vset=-50000, rdt=250, rdq=50,
-                   limits=[H.lim(S.Q_ABS_I, S.OP_LE, 30000), H.lim(S.Q_TIME, S.OP_GE, 30000)]),
-            H.step(S.K_REST, rdt=100,
-                   limits=[H.lim(S.Q_DVDT, S.OP_LE, 10), H.lim(S.Q_TIME, S.OP_GE, 5000)]),
+            H.step(
+                S.K_CCCV,
+                iset=-300000,
+                vset=-50000,
+                rdt=250,
+                rdq=50,
+                limits=[H.lim(S.Q_ABS_I, S.OP_LE, 30000), H.lim(S.Q_TIME, S.OP_GE, 30000)],
+            ),
+            H.step(
+                S.K_REST,
+                rdt=100,
+                limits=[H.lim(S.Q_DVDT, S.OP_LE, 10), H.lim(S.Q_TIME, S.OP_GE, 5000)],
+            ),
             H.step(S.K_LOOP, ltgt=1, lcnt=3),
-            H.step(S.K_CC, rng=2, iset=200000, rdt=50,
-                   limits=[H.lim(S.Q_ABS_Q, S.OP_GE, 100, S.A_GOTO, 9), H.lim(S.Q_TIME, S.OP_GE, 5000)]),
+            H.step(
+                S.K_CC,
+                rng=2,
+                iset=200000,
+                rdt=50,
+                limits=[
+                    H.lim(S.Q_ABS_Q, S.OP_GE, 100, S.A_GOTO, 9),
+                    H.lim(S.Q_TIME, S.OP_GE, 5000),
+                ],
+            ),
             H.step(S.K_REST, limits=t(100)),
             H.step(S.K_REST, rdt=100, limits=t(2000)),
         ],
@@ -33,8 +73,9 @@ def sc_heap(policy=0, ack=True, cap=1024):
     import micropython
 
     rg = RG if cap == 1024 else ring.Ring(cap)
-    clk, fe, eng = make("rc", ring_obj=rg, r_ohm=250, c_uf=100000, rp_ohm=2000, v0_uv=0,
-                        noise_uv=30, noise_na=20)
+    clk, _fe, eng = make(
+        "rc", ring_obj=rg, r_ohm=250, c_uf=100000, rp_ohm=2000, v0_uv=0, noise_uv=30, noise_na=20
+    )
     eng.load(full_schedule(policy))
     eng.start(3)
     fails = 0
@@ -61,13 +102,24 @@ def sc_heap(policy=0, ack=True, cap=1024):
             H.drain(rg, recs, True)  # the host returns now and then
     if not ack:
         H.drain(rg, recs, True)
-    return {"ticks": ticks, "alloc_failures": fails, "first_fail": first_fail,
-            "state": eng.state, "dropped": rg.dropped, "records": recs.n,
-            "decimated_events": recs.ev.get(14, 0), "hold_events": recs.ev.get(8, 0),
-            "resumed_events": recs.ev.get(12, 0), "seq_errors": recs.seq_errors,
-            "step_starts": recs.ev.get(3, 0), "step_ends": recs.ev.get(4, 0),
-            "firsts": recs.firsts, "lasts": recs.lasts, "gap_flags": recs.gaps,
-            "lost": rg.lost}
+    return {
+        "ticks": ticks,
+        "alloc_failures": fails,
+        "first_fail": first_fail,
+        "state": eng.state,
+        "dropped": rg.dropped,
+        "records": recs.n,
+        "decimated_events": recs.ev.get(14, 0),
+        "hold_events": recs.ev.get(8, 0),
+        "resumed_events": recs.ev.get(12, 0),
+        "seq_errors": recs.seq_errors,
+        "step_starts": recs.ev.get(3, 0),
+        "step_ends": recs.ev.get(4, 0),
+        "firsts": recs.firsts,
+        "lasts": recs.lasts,
+        "gap_flags": recs.gaps,
+        "lost": rg.lost,
+    }
 
 
 def sc_heap_all():
@@ -77,8 +129,16 @@ def sc_heap_all():
 def sc_timing():
     import time
 
-    clk, fe, eng = make("si", r_ohm=250, q0_nah=200000, r2_ohm=500, tau2_ms=20000,
-                        noise_uv=60, noise_na=30, lsb_uv=62)
+    clk, fe, eng = make(
+        "si",
+        r_ohm=250,
+        q0_nah=200000,
+        r2_ohm=500,
+        tau2_ms=20000,
+        noise_uv=60,
+        noise_na=30,
+        lsb_uv=62,
+    )
     eng.load(full_schedule(0))
     eng.start(4)
     tot = 0
@@ -126,11 +186,22 @@ def sc_timing():
     kinds = {}
     for kk in durs:
         a = durs[kk]
-        kinds[("cv" if kk == 9 else S.KIND_NAMES[kk])] = {"mean_us": a[0] // a[1], "max_us": a[2],
-                                                         "n": a[1]}
-    return {"ticks": n, "mean_us": tot // max(1, n), "p99_us_le": p99, "hist_pow2": hist,
-            "by_kind": kinds, "fake_measure_us": fe_us, "decimate_1024_us": dec_us,
-            "decimate_dropped": dropped}
+        kinds[("cv" if kk == 9 else S.KIND_NAMES[kk])] = {
+            "mean_us": a[0] // a[1],
+            "max_us": a[2],
+            "n": a[1],
+        }
+    return {
+        "ticks": n,
+        "mean_us": tot // max(1, n),
+        "p99_us_le": p99,
+        "hist_pow2": hist,
+        "by_kind": kinds,
+        "fake_measure_us": fe_us,
+        "decimate_1024_us": dec_us,
+        "decimate_dropped": dropped,
+    }
+
 
 if __name__ == "__main__":
     main(globals())

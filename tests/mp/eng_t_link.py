@@ -14,6 +14,7 @@ import eng_sched as H  # noqa: E402
 import engine  # noqa: E402
 import link  # noqa: E402
 from eng_fakefe import Clock, Frontend  # noqa: E402
+
 from protocol import framing as F  # noqa: E402
 from protocol import messages as M  # noqa: E402
 from protocol import schedule as S  # noqa: E402
@@ -58,12 +59,17 @@ def decode_out(chunks):
                     f = struct.unpack("<IHiiiHHBB" if t == M.SAMPLE else "<IHBBHHii", p)
                     res.append(("S" if t == M.SAMPLE else "E", d.seq) + f)
                 elif t == M.SCHED_DATA:
-                    res.append(("SCHED_DATA", d.seq, struct.unpack_from("<I", p, 0)[0],
-                                list(p[4:])))
+                    res.append(
+                        ("SCHED_DATA", d.seq, struct.unpack_from("<I", p, 0)[0], list(p[4:]))
+                    )
                 elif t == M.INFO:
-                    res.append(("INFO", d.seq) + M.unpack(M.INFO, p)[:7]
-                               + (list(M.unpack(M.INFO, p)[7]),) + M.unpack(M.INFO, p)[8:]
-                               + (M.unpack_info_ranges(p),))
+                    res.append(
+                        ("INFO", d.seq)
+                        + M.unpack(M.INFO, p)[:7]
+                        + (list(M.unpack(M.INFO, p)[7]),)
+                        + M.unpack(M.INFO, p)[8:]
+                        + (M.unpack_info_ranges(p),)
+                    )
                 else:
                     res.append((M.NAMES.get(t, str(t)), d.seq) + tuple(M.unpack(t, p)))
             elif d.error is not None:
@@ -78,8 +84,12 @@ def scenario(emit=None):
     RG.head = RG.count = RG.sent = RG.next_seq = RG.dropped = 0
     RG.acked = -1
     RG.gap = False
-    eng = engine.Engine(fe, clock=clk, cfg={"v_min_uV": -2000000, "v_max_uV": 2000000,
-                                            "compliance_uV": 4500000}, ring=RG)
+    eng = engine.Engine(
+        fe,
+        clock=clk,
+        cfg={"v_min_uV": -2000000, "v_max_uV": 2000000, "compliance_uV": 4500000},
+        ring=RG,
+    )
     io = FakeIO()
     lk = link.Link(eng, fe, io=io, board_id=b"\x01\x02\x03\x04\x05\x06\x07\x08", caps=0x80)
     out = []
@@ -98,7 +108,7 @@ def scenario(emit=None):
             if clk.ticks_diff(clk.ticks_ms(), eng.due) >= 0:
                 eng.tick()
             lk.poll()
-        while lk.poll() or RG.pending() and lk.hello:
+        while lk.poll() or (RG.pending() and lk.hello):
             pass
         res = decode_out(io.out)
         io.out = []
@@ -129,14 +139,18 @@ def scenario(emit=None):
     step("chunk_without_begin", frame(M.SCHED_CHUNK, 12, M.pack(M.SCHED_CHUNK, 0) + b"abc"))
 
     def upload(blob, rid, crc=None, chunk=192, skip=False):
-        f = frame(M.SCHED_BEGIN, rid, M.pack(M.SCHED_BEGIN, len(blob),
-                                              F.crc16(blob) if crc is None else crc))
+        f = frame(
+            M.SCHED_BEGIN,
+            rid,
+            M.pack(M.SCHED_BEGIN, len(blob), F.crc16(blob) if crc is None else crc),
+        )
         off = 0
         k = 1
         while off < len(blob):
             if not (skip and k == 2):
-                f += frame(M.SCHED_CHUNK, rid + k,
-                           M.pack(M.SCHED_CHUNK, off) + blob[off : off + chunk])
+                f += frame(
+                    M.SCHED_CHUNK, rid + k, M.pack(M.SCHED_CHUNK, off) + blob[off : off + chunk]
+                )
             off += chunk
             k += 1
         return f + frame(M.SCHED_END, rid + 50)
@@ -144,31 +158,42 @@ def scenario(emit=None):
     tick0 = H.build(H.hdr(), [H.step(S.K_REST, limits=[H.lim(S.Q_TIME, S.OP_GE, 1000)])])
     tick0 = tick0[:8] + b"\x00\x00" + tick0[10:]  # control tick 0 ms
     step("absurd_tick", upload(tick0, 100))
-    big_i = H.build(H.hdr(imax=10000000), [H.step(S.K_CC, iset=20000000,
-                                                    limits=[H.lim(S.Q_TIME, S.OP_GE, 1)])])
+    big_i = H.build(
+        H.hdr(imax=10000000), [H.step(S.K_CC, iset=20000000, limits=[H.lim(S.Q_TIME, S.OP_GE, 1)])]
+    )
     step("absurd_current", upload(big_i, 200))
-    loop_fwd = H.build(H.hdr(), [H.step(S.K_REST, limits=[H.lim(S.Q_TIME, S.OP_GE, 1)]),
-                                 H.step(S.K_LOOP, ltgt=1, lcnt=1)])
+    loop_fwd = H.build(
+        H.hdr(),
+        [H.step(S.K_REST, limits=[H.lim(S.Q_TIME, S.OP_GE, 1)]), H.step(S.K_LOOP, ltgt=1, lcnt=1)],
+    )
     step("absurd_loop", upload(loop_fwd, 300))
     step("garbage_schedule", upload(b"NOTASCHEDULE" * 5, 400))
     good = H.build(
         H.hdr(tick=100, slow=500),
-        [H.step(S.K_REST, rdt=500, limits=[H.lim(S.Q_TIME, S.OP_GE, 2000)]),
-         H.step(S.K_CC, iset=-50000, rdt=500, limits=[H.lim(S.Q_TIME, S.OP_GE, 600000)])]
+        [
+            H.step(S.K_REST, rdt=500, limits=[H.lim(S.Q_TIME, S.OP_GE, 2000)]),
+            H.step(S.K_CC, iset=-50000, rdt=500, limits=[H.lim(S.Q_TIME, S.OP_GE, 600000)]),
+        ]
         + [H.step(S.K_REST, rdt=1000, limits=[H.lim(S.Q_TIME, S.OP_GE, 1000)])] * 8,
     )
     step("bad_crc_upload", upload(good, 500, crc=F.crc16(good) ^ 1))
     step("chunk_gap", upload(good, 600, skip=True))
     step("good_upload", upload(good, 700))
-    step("sched_read", frame(M.SCHED_READ, 800, M.pack(M.SCHED_READ, 0, 192))
-         + frame(M.SCHED_READ, 801, M.pack(M.SCHED_READ, 192, 192))
-         + frame(M.SCHED_READ, 802, M.pack(M.SCHED_READ, 0, 300)))
+    step(
+        "sched_read",
+        frame(M.SCHED_READ, 800, M.pack(M.SCHED_READ, 0, 192))
+        + frame(M.SCHED_READ, 801, M.pack(M.SCHED_READ, 192, 192))
+        + frame(M.SCHED_READ, 802, M.pack(M.SCHED_READ, 0, 300)),
+    )
     step("start", frame(M.START, 900, M.pack(M.START, 0x1234)), ticks_ms=5000)
     step("sched_begin_running", frame(M.SCHED_BEGIN, 901, M.pack(M.SCHED_BEGIN, 100, 0)))
     step("status_running", frame(M.STATUS_REQ, 902))
-    step("cal_running", frame(M.CAL_GET, 903, M.pack(M.CAL_GET, 1, 0))
-         + frame(M.CAL_SET, 904, M.pack(M.CAL_SET, 1, 0, 5, 1000100))
-         + frame(M.CAL_GET, 905, M.pack(M.CAL_GET, 9, 0)))
+    step(
+        "cal_running",
+        frame(M.CAL_GET, 903, M.pack(M.CAL_GET, 1, 0))
+        + frame(M.CAL_SET, 904, M.pack(M.CAL_SET, 1, 0, 5, 1000100))
+        + frame(M.CAL_GET, 905, M.pack(M.CAL_GET, 9, 0)),
+    )
     step("repl_running", frame(M.ENTER_REPL, 906))
     last = RG.last_seq()
     step("ack", frame(M.ACK, 907, M.pack(M.ACK, last - 3)), ticks_ms=2000)
@@ -178,8 +203,12 @@ def scenario(emit=None):
     step("resume", frame(M.RESUME, 912) + frame(M.RESUME, 913), ticks_ms=3000)
     step("hello_again", frame(M.HELLO, 914, M.pack(M.HELLO, 1, 3)))
     step("stop", frame(M.STOP, 915) + frame(M.STOP, 916), ticks_ms=1000)
-    step("cal_idle", frame(M.CAL_SET, 917, M.pack(M.CAL_SET, 1, 0, 5, 1000100))
-         + frame(M.CAL_GET, 918, M.pack(M.CAL_GET, 1, 0)) + frame(M.CAL_SAVE, 919))
+    step(
+        "cal_idle",
+        frame(M.CAL_SET, 917, M.pack(M.CAL_SET, 1, 0, 5, 1000100))
+        + frame(M.CAL_GET, 918, M.pack(M.CAL_GET, 1, 0))
+        + frame(M.CAL_SAVE, 919),
+    )
     seed = 99
     junk = bytearray(3000)
     for k in range(3000):
@@ -190,9 +219,15 @@ def scenario(emit=None):
     step("restart", frame(M.START, 921, M.pack(M.START, 0x5678)), ticks_ms=1000)
     step("stop2", frame(M.STOP, 922))
     step("enter_repl", frame(M.ENTER_REPL, 923) + frame(M.PING, 924, M.pack(M.PING, 1)))
-    return out, {"want_repl": lk.want_repl, "saved": fe.saved, "errors": lk.errors,
-                 "blob_len": len(good), "blob": list(good), "nacks": lk.nacks,
-                 "rx_frames": lk.rx_frames}
+    return out, {
+        "want_repl": lk.want_repl,
+        "saved": fe.saved,
+        "errors": lk.errors,
+        "blob_len": len(good),
+        "blob": list(good),
+        "nacks": lk.nacks,
+        "rx_frames": lk.rx_frames,
+    }
 
 
 if __name__ == "__main__":
@@ -200,6 +235,7 @@ if __name__ == "__main__":
         import ujson as json
     except ImportError:
         import json
+
     def emit(label, res):
         print(json.dumps({"step": label, "replies": res}))
 

@@ -112,7 +112,7 @@ def check_decimate():
             else:
                 assert rg.gap  # ... or the next sample produced gets it
     # replay from a dropped seq starts at the next held record
-    missing = [k for k in range(120) if k not in held][0]
+    missing = next(k for k in range(120) if k not in held)
     assert rg.replay(missing) == -1
     assert sample_fields(rg, rg.peek_send())[1] == missing + 1 or missing + 1 not in held
     # repeated passes keep thinning old samples, never boundaries
@@ -155,16 +155,22 @@ def check_hold_policy_engine():
     import eng_sched as H
     import engine
     from eng_fakefe import Clock, Frontend
+
     from protocol import schedule as S
 
     clk = Clock(0)
     fe = Frontend(clock=clk, model="rc", r_ohm=250, c_uf=10000000, v0_uv=0)
     rg = ring.Ring(128, reserve=8)
     eng = engine.Engine(fe, clock=clk, ring=rg)
-    eng.load(H.build(H.hdr(policy=S.P_HOLD, tick=100, slow=100),
-                     [H.step(S.K_CC, iset=100000, rdt=100,
-                             limits=[H.lim(S.Q_TIME, S.OP_GE, 30000)]),
-                      H.step(S.K_REST, limits=[H.lim(S.Q_TIME, S.OP_GE, 1000)])]))
+    eng.load(
+        H.build(
+            H.hdr(policy=S.P_HOLD, tick=100, slow=100),
+            [
+                H.step(S.K_CC, iset=100000, rdt=100, limits=[H.lim(S.Q_TIME, S.OP_GE, 30000)]),
+                H.step(S.K_REST, limits=[H.lim(S.Q_TIME, S.OP_GE, 1000)]),
+            ],
+        )
+    )
     eng.start(5)
     recs = []
     H.run(eng, clk, 60000, stop_states=(4, 6), ack=False)
@@ -195,6 +201,7 @@ def check_decimate_policy_engine():
     import eng_sched as H
     import engine
     from eng_fakefe import Clock, Frontend
+
     from protocol import schedule as S
 
     clk = Clock(0)
@@ -202,10 +209,16 @@ def check_decimate_policy_engine():
     rg = ring.Ring(128, reserve=8)
     eng = engine.Engine(fe, clock=clk, ring=rg)
     t = [H.lim(S.Q_TIME, S.OP_GE, 2000)]
-    eng.load(H.build(H.hdr(policy=S.P_DECIMATE, tick=50, slow=50),
-                     [H.step(S.K_CC, iset=100000, rdt=50, limits=t),
-                      H.step(S.K_REST, rdt=50, limits=t),
-                      H.step(S.K_LOOP, ltgt=0, lcnt=9)]))
+    eng.load(
+        H.build(
+            H.hdr(policy=S.P_DECIMATE, tick=50, slow=50),
+            [
+                H.step(S.K_CC, iset=100000, rdt=50, limits=t),
+                H.step(S.K_REST, rdt=50, limits=t),
+                H.step(S.K_LOOP, ltgt=0, lcnt=9),
+            ],
+        )
+    )
     eng.start(6)
     H.run(eng, clk, 100000, ack=False)
     assert eng.state == 4
@@ -223,9 +236,16 @@ def check_decimate_policy_engine():
     return {"dropped": rg.dropped, "held": len(recs), "decimations": len(dec)}
 
 
-CHECKS = ("ack_replay", "reserve_and_full", "wrap_and_chunks", "decimate",
-          "sent_pointer_after_decimate", "u32_wrap", "hold_policy_engine",
-          "decimate_policy_engine")
+CHECKS = (
+    "ack_replay",
+    "reserve_and_full",
+    "wrap_and_chunks",
+    "decimate",
+    "sent_pointer_after_decimate",
+    "u32_wrap",
+    "hold_policy_engine",
+    "decimate_policy_engine",
+)
 
 if __name__ == "__main__":
     try:

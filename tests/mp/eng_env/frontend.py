@@ -13,5 +13,4 @@ class _RealClock:
 
 class Frontend(eng_fakefe.Frontend):
     def __init__(self, cfg=None, i2c=None):
-        super().__init__(cfg, i2c, clock=_RealClock(), model="rc", r_ohm=250, c_uf=1000000,
-                         v0_uv=0)
+        super().__init__(cfg, i2c, clock=_RealClock(), model="rc", r_ohm=250, c_uf=1000000, v0_uv=0)
