@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import math
-import shutil
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -431,49 +430,3 @@ def test_micropython_runs_the_same_numbers(tmp_path: Path) -> None:
     assert len(got) == len(want)
     for g, w in zip(got, want, strict=True):
         assert g == pytest.approx(w, rel=1e-9, abs=1e-15)
-
-
-_HOTPATH = """
-import time, gc
-import cells
-c = cells.make_cell("thick-porous")
-c.advance(5e-5, 20000.0)
-n = 10000
-cur = [5.67e-5 * (1.0 + 0.001 * k) * (1 if k < 8 else -1) for k in range(16)]
-adv = c.advance
-vol = c.voltage
-for what in ("advance", "voltage", "both"):
-    best = 1e9
-    for rep in range(3):
-        gc.collect()
-        t = time.ticks_us()
-        if what == "advance":
-            for k in range(n):
-                adv(cur[k & 15], 0.5 + 0.01 * (k & 7))
-        elif what == "voltage":
-            for k in range(n):
-                vol(cur[k & 15])
-        else:
-            for k in range(n):
-                i = cur[k & 15]
-                adv(i, 0.5)
-                vol(i)
-        best = min(best, time.ticks_diff(time.ticks_us(), t) / n)
-    print(what, best)
-"""
-
-
-def test_micropython_hot_path_frames_stay_on_the_c_stack(tmp_path: Path) -> None:
-    # MicroPython puts the frame of a function with > 11 words of locals + stack on the heap,
-    # and that allocation scans all garbage since the last GC: the cost then grows with the
-    # heap size.  A healthy hot path costs the same with a 192K and a 16M heap.
-    shutil.copy(CELLS_PY, tmp_path / "cells.py")  # no emulator time.py on this path
-    script = tmp_path / "hot.py"
-    script.write_text(_HOTPATH)
-    us: dict[str, dict[str, float]] = {}
-    for heap in ("192K", "16M"):
-        res = run_mp(script, path=[tmp_path], heap=heap, timeout=60)
-        assert res.returncode == 0, res.stderr.decode()
-        us[heap] = {w: float(t) for w, t in (ln.split() for ln in res.stdout.decode().splitlines())}
-    for what in ("advance", "voltage", "both"):
-        assert us["16M"][what] < 3.0 * us["192K"][what], us

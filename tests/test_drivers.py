@@ -210,7 +210,8 @@ def test_machine_shim_timer_pins_ticks(tmp_path: Path, monkeypatch: pytest.Monke
 def test_realtime_mode_paces_to_wall_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     r = run_case("emu_drivers.py", "realtime", tmp_path, monkeypatch, realtime=True)
     assert r["virt_us"] >= 300_000
-    assert 250 <= r["wall_ms"] <= 1000
+    # paced, not flat out (flat out is a few ms); the upper bound only rules out a stall
+    assert 250 <= r["wall_ms"] <= 5000
 
 
 def test_noise_switch_and_continuous_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -424,11 +424,13 @@ def test_delay(emu: Starter) -> None:
         wait_for(lambda: status(h)["host_attached"], what="attach")
         t0 = time.monotonic()
         assert echo(fd, b"hello") == b"hello"
-        assert time.monotonic() - t0 >= 0.28  # 150 ms each way
+        delayed = time.monotonic() - t0
+        assert delayed >= 0.28  # 150 ms each way
         h.control.faults(delay_ms=0)
         t0 = time.monotonic()
         assert echo(fd, b"again") == b"again"
-        assert time.monotonic() - t0 < 0.25
+        # the 2 x 150 ms are gone (compared with the delayed echo, so a loaded machine is fine)
+        assert time.monotonic() - t0 < delayed - 0.2
     finally:
         os.close(fd)
 
