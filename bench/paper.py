@@ -28,6 +28,7 @@ import importlib.util
 import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -287,6 +288,11 @@ class Job:
     def tag(self) -> str:
         return f"{self.film}/{self.protocol}"
 
+    @property
+    def board(self) -> str:
+        """The emulated board's id: unique to this process, so other emulators are safe."""
+        return f"paper-{self.film}-{self.protocol}-{os.getpid()}"
+
 
 @dataclass
 class JobResult:
@@ -354,7 +360,7 @@ def run_job(
     sessions: dict[str, RunSession],
     stop: threading.Event,
 ) -> JobResult:
-    board = f"paper-{job.film}-{job.protocol}-{os.getpid()}"
+    board = job.board
     res = JobResult(job, board)
     if stop.is_set():
         res.error = "not started (interrupted)"
@@ -413,8 +419,8 @@ def run_all(jobs: Sequence[Job], n_jobs: int, seed: int, rdir: Path) -> list[Job
         raise
     finally:
         pool.shutdown(wait=True)
-        for info in launcher.list_emulators(rdir):
-            launcher.EmulatorHandle(info, runtime=str(rdir)).shutdown()
+        for j in jobs:
+            _reap(j.board, rdir)
     return [results[j.tag] for j in jobs if j.tag in results]
 
 
@@ -514,13 +520,19 @@ def analyse_rate(db: Path) -> dict[float, tuple[float | None, float | None]]:
 
 # ---- the cell model alone ---------------------------------------------------------------------
 def _cc(cell: Any, i_a: float, v_stop: float, dt: float, r_comp: float, t_max: float) -> float:
-    """Constant current until the (IR-compensated) cell voltage crosses v_stop; Ah moved."""
+    """Constant current until the (IR-compensated) cell voltage crosses v_stop; Ah moved, with
+    the crossing interpolated inside the last step (the board checks its cutoffs every 0.1 s
+    near a limit; a whole dt of overshoot would blur the small cycle-to-cycle differences)."""
     t = 0.0
+    v = cell.voltage(i_a) + i_a * r_comp
     while t < t_max:
+        v_prev = v
         cell.advance(i_a, dt)
         t += dt
         v = cell.voltage(i_a) + i_a * r_comp
         if (i_a > 0 and v <= v_stop) or (i_a < 0 and v >= v_stop):
+            if v != v_prev:
+                t -= dt * min(1.0, max(0.0, (v - v_stop) / (v - v_prev)))
             break
     return abs(i_a) * t / 3600.0
 
@@ -911,18 +923,28 @@ def make_jobs(a: Args, dbdir: Path, stamp: str) -> list[Job]:
     return jobs
 
 
+def _sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # the same clean-up as Ctrl-C: stop the sessions, reap the boards
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     a = parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _sigterm)
     t_start = time.monotonic()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     tmp = Path(tempfile.mkdtemp(prefix="sicell-paper-"))
-    rdir = tmp / "rt"
-    rdir.mkdir()
     prev_rt = os.environ.get(launcher.RUNTIME_ENV)
-    os.environ[launcher.RUNTIME_ENV] = str(rdir)  # private emulators: our own registry
+    if prev_rt:
+        rdir = Path(prev_rt)  # the caller's runtime directory (a test's private one)
+    else:
+        rdir = tmp / "rt"  # else a private one: our own emulator registry
+        rdir.mkdir()
+        os.environ[launcher.RUNTIME_ENV] = str(rdir)
     dbdir = a.out if a.out is not None else tmp / "runs"
     dbdir.mkdir(parents=True, exist_ok=True)
     keep_tmp = a.keep and a.out is None
+    jobs: list[Job] = []
     try:
         jobs = make_jobs(a, dbdir, stamp)
         _err(
@@ -974,14 +996,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"databases kept in {dbdir}")
         return 0 if all(r.error is None for r in results) else 1
     finally:
-        for info in launcher.list_emulators(rdir):
-            launcher.EmulatorHandle(info, runtime=str(rdir)).shutdown()
-        if prev_rt is None:
+        for j in jobs:
+            _reap(j.board, rdir)  # only the boards this run started
+        if not prev_rt:
             os.environ.pop(launcher.RUNTIME_ENV, None)
-        else:
-            os.environ[launcher.RUNTIME_ENV] = prev_rt
         if keep_tmp:
-            shutil.rmtree(rdir, ignore_errors=True)
+            shutil.rmtree(tmp / "rt", ignore_errors=True)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
 
