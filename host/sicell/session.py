@@ -92,6 +92,8 @@ class CycleCapacity:
     cycle: int
     lith_ah: float | None
     delith_ah: float | None
+    delith_mah_g: float | None = None  # when the run's metadata gives the active mass
+    delith_mah_cm2: float | None = None  # when it gives the electrode area
 
     @property
     def ce(self) -> float | None:
@@ -161,9 +163,18 @@ class RunSummary:
                 out.append(f"  ... ({len(self.cycles) - 6} more cycles in the database)")
                 continue
             ce = c.ce
+            norm = [
+                f"{v:{f}} {unit}"
+                for v, f, unit in (
+                    (c.delith_mah_g, ".0f", "mAh/g"),
+                    (c.delith_mah_cm2, ".3f", "mAh/cm²"),
+                )
+                if v is not None
+            ]
             out.append(
                 f"  cycle {c.cycle}: lithiation {fmt_capacity(c.lith_ah)}, "
                 f"delithiation {fmt_capacity(c.delith_ah)}"
+                + (f" ({', '.join(norm)})" if norm else "")
                 + (f", CE {ce * 100:.2f} %" if ce is not None else "")
             )
         return out
@@ -983,23 +994,20 @@ def _last_time(db: Path) -> float | None:
 
 
 def _cycle_capacities(db: Path) -> tuple[list[CycleCapacity], int]:
-    """Per-cycle lithiation/delithiation capacities with the analysis module's definitions."""
+    """Complete cycles of the run, straight from the analysis module's cycle table."""
     try:
         from sicell import analysis, rundata
 
-        run = rundata.load_run(db)
-        hcs = analysis.half_cycles(run)
-        table = analysis.cycle_table(run, hcs=hcs)
+        table = analysis.cycle_table(rundata.load_run(db))
     except Exception:
         return [], 0
-    by: dict[int, CycleCapacity] = {}
-    for h in hcs:
-        c = by.setdefault(h.cycle, CycleCapacity(h.cycle, None, None))
-        if h.sign > 0:
-            c.lith_ah = (c.lith_ah or 0.0) + h.capacity_ah
-        else:
-            c.delith_ah = (c.delith_ah or 0.0) + h.capacity_ah
-    return [by[k] for k in sorted(by)], len(table)
+    cycles = [
+        CycleCapacity(
+            r.cycle, r.lith_mah / 1e3, r.delith_mah / 1e3, r.delith_mah_g, r.delith_mah_cm2
+        )
+        for r in table.rows
+    ]
+    return cycles, len(cycles)
 
 
 # ---- several boards -------------------------------------------------------------------------
