@@ -35,7 +35,7 @@ import threading
 import time
 import tomllib
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -378,6 +378,8 @@ def run_job(
             extra_meta={"bench": "bench/paper.py", "film": job.film, "protocol": job.protocol},
         )
         sessions[job.tag] = sess
+        if stop.is_set():  # interrupted while this one was being set up
+            sess.request_stop()
         res.summary = sess.run()
         res.sim_s = res.summary.elapsed_s
     except BaseException as e:  # reported in the tables; the other films go on
@@ -400,17 +402,15 @@ def run_all(jobs: Sequence[Job], n_jobs: int, seed: int, rdir: Path) -> list[Job
     futs: list[tuple[Job, Future[JobResult]]] = [
         (j, pool.submit(run_job, j, rdir, seed, display, sessions, stop)) for j in order
     ]
+    pending = {f for _, f in futs}
     try:
-        for j, f in futs:
-            while True:
-                try:
-                    r = f.result(timeout=0.5)
-                    break
-                except TimeoutError:
-                    continue
-            results[j.tag] = r
-            status = r.error or (r.summary.state if r.summary else "?")
-            _err(f"[{j.tag}] finished in {r.wall_s:.0f} s wall: {status}")
+        while pending:
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            for f in done:
+                r = f.result()
+                results[r.job.tag] = r
+                status = r.error or (r.summary.state if r.summary else "?")
+                _err(f"[{r.job.tag}] finished in {r.wall_s:.0f} s wall: {status}")
     except KeyboardInterrupt:
         stop.set()
         for s in list(sessions.values()):
@@ -970,7 +970,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             model_thread = threading.Thread(target=models, name="paper-model", daemon=True)
             model_thread.start()
-        results = run_all(jobs, a.jobs, a.seed, rdir)
+        try:
+            results = run_all(jobs, a.jobs, a.seed, rdir)
+        except KeyboardInterrupt:
+            _err(
+                "interrupted: the emulated boards are stopped"
+                + (f"; databases so far in {dbdir}" if a.out is not None or a.keep else "")
+            )
+            return 130
         if model_thread is not None:
             model_thread.join()
         text = render(a, results, model_c, model_r, time.monotonic() - t_start)
