@@ -173,15 +173,7 @@ class Encoder:
         raw = self._raw
         struct.pack_into("<BBI", raw, 0, version, msg_type, seq & 0xFFFFFFFF)
         raw[HEADER_SIZE : HEADER_SIZE + n] = payload
-        end = HEADER_SIZE + n
-        crc = crc16(raw, 0, end)
-        raw[end] = crc >> 8
-        raw[end + 1] = crc & 0xFF
-        buf = self.buf
-        buf[0] = 0
-        pos = cobs_encode_into(raw, end + 2, buf, 1)
-        buf[pos] = 0
-        return self.mv[: pos + 1]
+        return self._seal(HEADER_SIZE + n)
 
     def encode_payload_struct(self, msg_type: int, seq: int, fmt: str, *values: int) -> memoryview:
         """Pack ``values`` with ``fmt`` straight into the frame and encode it (board hot path)."""
@@ -189,7 +181,11 @@ class Encoder:
         n = struct.calcsize(fmt)
         struct.pack_into(fmt, raw, HEADER_SIZE, *values)
         struct.pack_into("<BBI", raw, 0, VERSION_BYTE, msg_type, seq & 0xFFFFFFFF)
-        end = HEADER_SIZE + n
+        return self._seal(HEADER_SIZE + n)
+
+    def _seal(self, end: int) -> memoryview:
+        """Append the CRC to raw[0:end], COBS-encode between delimiters, return the wire view."""
+        raw = self._raw
         crc = crc16(raw, 0, end)
         raw[end] = crc >> 8
         raw[end + 1] = crc & 0xFF

@@ -28,14 +28,13 @@ import csv
 import datetime as _dt
 import json
 import os
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from sicell import __version__
+from sicell import __version__, schema
 from sicell.schedule import CONVENTIONS
 
 __all__ = [
@@ -70,30 +69,12 @@ BDF_COLUMNS: dict[str, str] = {
 _INT_COLUMNS = ("Cycle Count / 1", "Step Count / 1", "Step Index / 1")
 
 
-def _connect_ro(path: Path) -> sqlite3.Connection:
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no run database here")
-    try:
-        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        con.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
-        return con
-    except sqlite3.OperationalError:
-        return sqlite3.connect(str(path))
-
-
-def _decode(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except (TypeError, ValueError):
-        return text
-
-
 def _read(
     db_path: Path,
 ) -> tuple[dict[str, NDArray[Any]], dict[str, Any], list[dict[str, Any]]]:
-    con = _connect_ro(db_path)
+    con = schema.connect_readonly(db_path)
     try:
-        meta = {str(k): _decode(v) for k, v in con.execute("SELECT key, value FROM meta")}
+        meta = schema.read_meta(con)
         rows = con.execute(
             "SELECT seq, t_s, voltage_v, we_v, current_a, charge_ah, step, cycle, flags "
             "FROM samples ORDER BY seq"

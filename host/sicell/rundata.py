@@ -7,8 +7,6 @@ normalisation accessors convert the metadata to the units analysis needs (g, cmÂ
 
 from __future__ import annotations
 
-import json
-import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +14,8 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from sicell import schema
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -274,32 +274,12 @@ _SAMPLE_DTYPE = np.dtype(
 )
 
 
-def _connect_ro(path: Path) -> sqlite3.Connection:
-    if not path.exists():
-        raise FileNotFoundError(path)
-    try:
-        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        con.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
-        return con
-    except sqlite3.OperationalError:
-        # A WAL database without its -shm file in a read-only directory cannot be opened
-        # read-only by URI; a plain connection that only SELECTs is equally safe.
-        return sqlite3.connect(str(path))
-
-
-def _decode(value: str) -> Any:
-    try:
-        return json.loads(value)
-    except (TypeError, ValueError):
-        return value
-
-
 def load_run(path: str | Path) -> RunData:
     """Read a run database into a ``RunData`` (samples ordered by ``seq``)."""
     p = Path(path)
-    con = _connect_ro(p)
+    con = schema.connect_readonly(p)
     try:
-        meta = {str(k): _decode(v) for k, v in con.execute("SELECT key, value FROM meta")}
+        meta = schema.read_meta(con)
         cur = con.execute(
             "SELECT seq, t_s, voltage_v, we_v, current_a, charge_ah, step, cycle, range, flags "
             "FROM samples ORDER BY seq"

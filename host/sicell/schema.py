@@ -5,6 +5,11 @@ are converted once, on the way in. Sign convention: positive current lithiates t
 electrode (DESIGN.md §5).
 """
 
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
 SCHEMA_VERSION = 1
 
 DDL = """
@@ -62,3 +67,30 @@ META_KEYS = (
     "started_at",  # ISO 8601 UTC
     "cell",  # free text / emulator cell name
 )
+
+
+def decode_meta(text: str) -> Any:
+    """A meta value as stored (JSON), or the raw text when it is not JSON."""
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return text
+
+
+def read_meta(con: sqlite3.Connection) -> dict[str, Any]:
+    """Every meta key of a run database, values decoded."""
+    return {str(k): decode_meta(v) for k, v in con.execute("SELECT key, value FROM meta")}
+
+
+def connect_readonly(path: Path) -> sqlite3.Connection:
+    """Open a run database for reading without ever writing to it."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no run database here")
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        con.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        return con
+    except sqlite3.OperationalError:
+        # A WAL database without its -shm file in a read-only directory cannot be opened
+        # read-only by URI; a plain connection that only SELECTs is equally safe.
+        return sqlite3.connect(str(path))

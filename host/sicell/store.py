@@ -150,13 +150,6 @@ def _encode(value: Any) -> str:
     return json.dumps(value, default=str, ensure_ascii=False)
 
 
-def _decode(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except (TypeError, ValueError):
-        return text
-
-
 class RunStore:
     """One run's SQLite log. Thread-safe: a lock serialises all access to the connection."""
 
@@ -272,7 +265,7 @@ class RunStore:
                     f"{p}: not a sicell run database (missing tables {sorted(missing)})"
                 )
             row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            ver = _decode(row[0]) if row else None
+            ver = schema.decode_meta(row[0]) if row else None
             if ver != schema.SCHEMA_VERSION:
                 raise StoreSchemaError(
                     f"{p}: schema version {ver!r}, this sicell writes {schema.SCHEMA_VERSION}"
@@ -395,7 +388,7 @@ class RunStore:
         """All metadata, JSON-decoded."""
         with self._lock:
             self._check_open()
-            return {str(k): _decode(v) for k, v in self._con.execute("SELECT key, value FROM meta")}
+            return schema.read_meta(self._con)
 
     def last_seq(self) -> int | None:
         """The highest stored sequence number (samples and events), None when empty."""
@@ -497,7 +490,7 @@ class RunStore:
         row = self._con.execute("SELECT value FROM meta WHERE key='reference_offset_v'").fetchone()
         off = 0.0
         if row is not None:
-            v = _decode(row[0])
+            v = schema.decode_meta(row[0])
             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
                 off = float(v)
         self._offset = off
