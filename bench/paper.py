@@ -23,7 +23,6 @@ Progress goes to stderr, the tables to stdout.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import math
 import os
@@ -375,7 +374,12 @@ def run_job(
             job.db,
             name=job.tag,
             display=display,
-            extra_meta={"bench": "bench/paper.py", "film": job.film, "protocol": job.protocol},
+            extra_meta={
+                "bench": "bench/paper.py",
+                "film": job.film,
+                "protocol": job.protocol,
+                "emulator_seed": seed,
+            },
         )
         sessions[job.tag] = sess
         if stop.is_set():  # interrupted while this one was being set up
@@ -608,6 +612,26 @@ def model_rate(
     return out
 
 
+@dataclass
+class RateModel:
+    """The rate test from the cell model alone: with the schedule's cutoffs (what the board
+    ran) and with the paper's 1.2 V vs Li at every rate (where the schedule had to differ)."""
+
+    cutoff_v: dict[float, float]  # the schedule's IR-free cutoff vs Li per rate
+    schedule: dict[float, tuple[float, float]]
+    paper_cutoff: dict[float, tuple[float, float]]
+
+
+def model_rate_both(film: str, toml_text: str, rest_s: float, seed: int = 0) -> RateModel:
+    cut = rate_cutoffs(toml_text)
+    paper_cut = [(j, T.CYCLING.v_high_vs_li, True) for j, _, _ in cut]
+    return RateModel(
+        cutoff_v={j: v for j, v, _ in cut},
+        schedule=model_rate(film, cut, rest_s, seed),
+        paper_cutoff=model_rate(film, paper_cut, rest_s, seed),
+    )
+
+
 # ---- tables -----------------------------------------------------------------------------------
 def _f(x: Any, fmt: str) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
@@ -727,7 +751,7 @@ def cycling_table(
 
 def rate_table(
     results: Mapping[str, dict[float, tuple[float | None, float | None]] | str],
-    models: Mapping[str, dict[float, tuple[float, float]]],
+    models: Mapping[str, RateModel],
     rates: Sequence[float],
 ) -> str:
     header = [
@@ -739,16 +763,25 @@ def rate_table(
         "model mAh/g",
         "model mAh/cm²",
         "verdict",
+        "note",
     ]
     rows: list[list[str]] = []
     for film, res in results.items():
         if isinstance(res, str):
-            rows.append([film, "run failed", "", "–", "–", "", "", res])
+            rows.append([film, "run failed", "", "–", "–", "", "", res, ""])
             continue
-        mo = models.get(film, {})
+        mo = models.get(film)
         for j in rates:
             g, a = res.get(j, (None, None))
-            mg, ma = mo.get(j, (None, None))
+            mg, ma = mo.schedule.get(j, (None, None)) if mo is not None else (None, None)
+            note = ""
+            cut = mo.cutoff_v.get(j) if mo is not None else None
+            if mo is not None and cut is not None and cut != T.CYCLING.v_high_vs_li:
+                pg, pa = mo.paper_cutoff.get(j, (None, None))
+                note = (
+                    f"cutoff {cut:g} V vs Li (board window); model at the paper's "
+                    f"{T.CYCLING.v_high_vs_li:g} V: {_f(pg, '.0f')} mAh/g, {_f(pa, '.3f')} mAh/cm²"
+                )
             tg_g = T.rate_targets(film, "rate_mah_g", j)
             tg_a = T.rate_targets(film, "rate_mah_cm2", j)
             paper = "; ".join([f"{t.text} {t.unit}" for t in tg_g + tg_a])
@@ -763,6 +796,7 @@ def rate_table(
                     _f(mg, ".0f"),
                     _f(ma, ".3f"),
                     "; ".join(verdicts),
+                    note,
                 ]
             )
     title = (
@@ -792,7 +826,7 @@ def speed_table(results: Sequence[JobResult]) -> str:
                 r.job.protocol,
                 (s.state + (f" ({s.end_reason})" if s.end_reason else ""))
                 if s
-                else f"error: {r.error}",
+                else (f"error: {r.error}" if r.error else "–"),
                 str(s.complete_cycles) if s else "–",
                 _f(None if r.sim_s is None else r.sim_s / 3600.0, ".1f"),
                 _f(r.wall_s, ".0f"),
@@ -845,6 +879,7 @@ def shortened_notes(
 # ---- main -------------------------------------------------------------------------------------
 @dataclass
 class Args:
+    analyse: list[Path] | None
     films: list[str]
     cycles: int
     rate: bool
@@ -877,6 +912,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Args:
     ap.add_argument("--seed", type=int, default=0, help="emulated board seed (0 = nominal cell)")
     ap.add_argument("--no-model", action="store_true", help="skip the cell-model-alone column")
     ap.add_argument("--no-report", action="store_true", help="with --out: no HTML report")
+    ap.add_argument(
+        "--analyse",
+        nargs="+",
+        type=Path,
+        metavar="DB",
+        help="print the tables for databases of earlier runs of this bench (no emulator)",
+    )
     a = ap.parse_args(argv)
     films = [f.strip() for f in a.films.split(",") if f.strip()]
     for f in films:
@@ -892,6 +934,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Args:
     if a.rest_min is not None and a.rest_min <= 0:
         ap.error("--rest-min must be > 0")
     return Args(
+        analyse=a.analyse,
         films=films,
         cycles=a.cycles,
         rate=a.rate,
@@ -923,12 +966,85 @@ def make_jobs(a: Args, dbdir: Path, stamp: str) -> list[Job]:
     return jobs
 
 
+def toml_cycles(text: str) -> int:
+    """The cycle count of a schedule: its loop's count (1 without a loop)."""
+    loops = [st for st in tomllib.loads(text)["step"] if st.get("kind") == "loop"]
+    return int(loops[0]["count"]) if loops else 1
+
+
+def toml_rest_s(text: str) -> float:
+    """The rest length of a schedule (its first rest step), s."""
+    for st in tomllib.loads(text)["step"]:
+        if st.get("kind") == "rest":
+            d = _duration_s(st)
+            if d is not None:
+                return d
+    return 3600.0
+
+
+def compute_models(
+    jobs: Sequence[Job], seed: int, model_c: dict[str, Metrics], model_r: dict[str, RateModel]
+) -> None:
+    """The cell model alone on each job's protocol (its cycle count, rests and cutoffs)."""
+    for j in jobs:
+        try:
+            rest_s = toml_rest_s(j.toml)
+            if j.protocol == "cycling":
+                model_c[j.film] = model_cycling(j.film, toml_cycles(j.toml), rest_s, seed)
+            else:
+                model_r[j.film] = model_rate_both(j.film, j.toml, rest_s, seed)
+        except Exception as e:
+            _err(f"[{j.tag}] model alone failed: {type(e).__name__}: {e}")
+
+
+def analyse_only(paths: Sequence[Path], model: bool) -> int:
+    """Print the tables for run databases written by this bench (no emulator)."""
+    results: list[JobResult] = []
+    seeds = set()
+    for p in paths:
+        meta = load_run(p).meta
+        film, proto, text = meta.get("film"), meta.get("protocol"), meta.get("schedule_toml")
+        if not (isinstance(film, str) and isinstance(proto, str) and isinstance(text, str)):
+            _err(f"{p}: not a bench/paper.py run (no film/protocol/schedule in its metadata)")
+            return 2
+        results.append(JobResult(Job(film, proto, text, p, 0.0), "", wall_s=math.nan))
+        seeds.add(int(meta.get("emulator_seed", 0) or 0))
+    order = {f: k for k, f in enumerate(T.FILMS)}
+    results.sort(key=lambda r: (order.get(r.job.film, 99), r.job.protocol))
+    cyc = [r.job for r in results if r.job.protocol == "cycling"]
+    rate = [r.job for r in results if r.job.protocol == "rate"]
+    rest_s = {toml_rest_s(j.toml) for j in cyc + rate}
+    rates = sorted({j for r in rate for j, _, _ in rate_cutoffs(r.toml)})
+    a = Args(
+        analyse=list(paths),
+        films=sorted({r.job.film for r in results}),
+        cycles=max((toml_cycles(j.toml) for j in cyc), default=0),
+        rate=bool(rate),
+        jobs=0,
+        out=None,
+        keep=True,
+        rest_min=None if rest_s <= {3600.0} else min(rest_s) / 60.0,
+        rates=None if rates == list(T.RATE.discharge_ma_cm2) else rates,
+        seed=min(seeds, default=0),
+        model=model,
+        report=False,
+    )
+    model_c: dict[str, Metrics] = {}
+    model_r: dict[str, RateModel] = {}
+    if model:
+        compute_models([r.job for r in results], a.seed, model_c, model_r)
+    print(render(a, results, model_c, model_r, None), flush=True)
+    return 0
+
+
 def _sigterm(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt  # the same clean-up as Ctrl-C: stop the sessions, reap the boards
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     a = parse_args(argv)
+    if a.analyse:
+        return analyse_only(a.analyse, a.model)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _sigterm)
     t_start = time.monotonic()
@@ -953,22 +1069,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"estimates; databases in {dbdir}"
         )
         model_c: dict[str, Metrics] = {}
-        model_r: dict[str, dict[float, tuple[float, float]]] = {}
+        model_r: dict[str, RateModel] = {}
         model_thread: threading.Thread | None = None
         if a.model:
-
-            def models() -> None:
-                rest_s = 60.0 * (a.rest_min if a.rest_min is not None else 60.0)
-                for j in jobs:
-                    with contextlib.suppress(Exception):
-                        if j.protocol == "cycling":
-                            model_c[j.film] = model_cycling(j.film, a.cycles, rest_s, a.seed)
-                        else:
-                            model_r[j.film] = model_rate(
-                                j.film, rate_cutoffs(j.toml), rest_s, a.seed
-                            )
-
-            model_thread = threading.Thread(target=models, name="paper-model", daemon=True)
+            model_thread = threading.Thread(
+                target=compute_models,
+                args=(jobs, a.seed, model_c, model_r),
+                name="paper-model",
+                daemon=True,
+            )
             model_thread.start()
         try:
             results = run_all(jobs, a.jobs, a.seed, rdir)
@@ -1017,15 +1126,15 @@ def render(
     a: Args,
     results: Sequence[JobResult],
     model_c: Mapping[str, Metrics],
-    model_r: Mapping[str, dict[float, tuple[float, float]]],
-    wall_s: float,
+    model_r: Mapping[str, RateModel],
+    wall_s: float | None,
 ) -> str:
     parts: list[str] = []
     cyc: dict[str, Metrics] = {}
     rate: dict[str, dict[float, tuple[float | None, float | None]] | str] = {}
     notes: list[str] = []
     for r in results:
-        ok = r.summary is not None and r.job.db.exists()
+        ok = r.error is None and r.job.db.exists()
         if r.job.protocol == "cycling":
             if not ok:
                 cyc[r.job.film] = {"error": r.error or "no database"}
@@ -1062,7 +1171,8 @@ def render(
     if rate:
         rates = a.rates if a.rates is not None else list(T.RATE.discharge_ma_cm2)
         parts.append(rate_table(rate, model_r, rates))
-    parts.append(speed_table(results))
+    if any(r.summary is not None or r.error is not None for r in results):
+        parts.append(speed_table(results))
     lines = shortened_notes(a.cycles, a.rest_min, a.rates, a.rate) + notes
     lines.append(
         "paper: DESIGN.md §6 (bench/paper_targets.py). ours: the emulated film through the "
@@ -1071,7 +1181,8 @@ def render(
         "verdict: 'meets'/'misses' the paper's figure ('~' within the target's tolerance), "
         "'n/c' not comparable."
     )
-    lines.append(f"total wall time {wall_s:.0f} s ({wall_s / 60:.1f} min), {a.jobs} jobs")
+    if wall_s is not None:
+        lines.append(f"total wall time {wall_s:.0f} s ({wall_s / 60:.1f} min), {a.jobs} jobs")
     parts.append("\n".join(f"* {x}" for x in lines))
     return "\n\n".join(parts)
 

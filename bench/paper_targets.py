@@ -321,7 +321,7 @@ RATE_TARGETS: tuple[Target, ...] = (
         "~1.2",
         _RATE_SRC,
         current_density_ma_cm2=10.0,
-        rel_tol=0.2,
+        rel_tol=0.1,
     ),
 )
 

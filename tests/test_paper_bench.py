@@ -166,4 +166,18 @@ def test_smoke_cycling_and_rate_through_the_system(tmp_path: Path) -> None:
     for r in speed.values():
         assert r[2].startswith("done"), r
         assert _num(r[6]) > 100  # simulated s per wall s
-    assert sorted(p.suffix for p in out_dir.glob("*.sqlite")) == [".sqlite", ".sqlite"]
+    dbs = sorted(out_dir.glob("*.sqlite"))
+    assert len(dbs) == 2
+
+    # the same tables again from the databases alone
+    again = subprocess.run(
+        [sys.executable, str(PAPER), "--analyse", *map(str, dbs), "--no-model"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    cyc2 = {r[1]: r for r in _rows(again.stdout, "CYCLING") if r[0] == "thin-porous"}
+    assert cyc2["cycle 1 delithiation, mAh/g"][3] == first[3]
+    assert [r[3] for r in _rows(again.stdout, "RATE")] == [rate[0][3]]
