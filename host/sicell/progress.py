@@ -42,6 +42,9 @@ class Progress:
         return replace(self, message=message)
 
 
+_TERMINAL = frozenset({"done", "stopped", "tripped", "interrupted"})
+
+
 def fmt_duration(s: float | None) -> str:
     """``3d 04:05:06`` / ``04:05:06`` / ``05:06``; ``-`` when unknown."""
     if s is None or s != s:
@@ -150,6 +153,8 @@ class PlainDisplay:
     def update(self, p: Progress) -> None:
         now = time.monotonic()
         key = (p.state, p.step, p.cycle)
+        if p.state in _TERMINAL and not p.final:
+            return  # the run's final update follows with the settled figures; print that once
         with self._lock:
             changed = self._last_key.get(p.board) != key or p.final
             if not changed and now - self._last.get(p.board, -1e9) < self.interval:
