@@ -294,7 +294,19 @@ class ADS1219:
         return self.t_done
 
 
-class MCP4725:
+class _Dac:
+    """What both DAC models share: a new output code or power-down state reaches the world."""
+
+    def _apply(self, code, pd):
+        if code != self.code or pd != self.pd:
+            self.world.sync()  # integrate the cell up to now at the old output first
+            self.code = code
+            self.pd = pd
+            self.world.dac_changed(self)
+        self.writes += 1
+
+
+class MCP4725(_Dac):
     part = 'mcp4725'
     bits = 12
     vref = 3.3
@@ -332,7 +344,7 @@ class MCP4725:
             for k in range(0, n, 2):
                 if data[k] & 0xC0:
                     _nak()
-                self._set(((data[k] & 0x0F) << 8) | data[k + 1], (data[k] >> 4) & 3)
+                self._apply(((data[k] & 0x0F) << 8) | data[k + 1], (data[k] >> 4) & 3)
             return
         if n % 3:
             _nak()
@@ -342,21 +354,13 @@ class MCP4725:
                 _nak()
             code = (data[k + 1] << 4) | (data[k + 2] >> 4)
             pd = (b0 >> 1) & 3
-            self._set(code, pd)
+            self._apply(code, pd)
             if c == 3:
                 if self.world.now < self.ee_busy_until:
                     _nak()                           # EEPROM write in progress
                 self.ee_code = code
                 self.ee_pd = pd
                 self.ee_busy_until = self.world.now + self.EEPROM_US
-
-    def _set(self, code, pd):
-        if code != self.code or pd != self.pd:
-            self.world.sync()
-            self.code = code
-            self.pd = pd
-            self.world.dac_changed(self)
-        self.writes += 1
 
     def read(self, n):
         if n < 1 or n > 5:
@@ -368,7 +372,7 @@ class MCP4725:
         return b[:n]
 
 
-class DAC8571:
+class DAC8571(_Dac):
     part = 'dac8571'
     bits = 16
     vref = 2.5
@@ -402,23 +406,15 @@ class DAC8571:
             w = (data[k] << 8) | data[k + 1]
             self.ctrl = c
             if c & 1:                       # power-down command
-                self._load(self.code, True)
+                self._apply(self.code, True)
                 continue
             if mode == 0:
                 self.temp = w
             elif mode == 1:
                 self.temp = w
-                self._load(w, False)
+                self._apply(w, False)
             else:
-                self._load(self.temp, False)
-
-    def _load(self, code, pd):
-        if code != self.code or pd != self.pd:
-            self.world.sync()
-            self.code = code
-            self.pd = pd
-            self.world.dac_changed(self)
-        self.writes += 1
+                self._apply(self.temp, False)
 
     def read(self, n):
         if n < 1 or n > 3:
