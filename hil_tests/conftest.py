@@ -24,6 +24,7 @@ from urllib.parse import urlencode
 import pytest
 
 from hil_tests.rig import Rig, RigError, load_rig
+from tests import leakcheck
 
 EMU_LINGER_S = 120  # an emulator without a host for this long exits by itself
 
@@ -56,6 +57,17 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "emulator_only: needs an emulator fault hook; skipped on real hardware"
     )
     config.addinivalue_line("markers", "slow: long emulator runs")
+    leakcheck.install()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    leakcheck.uninstall()
+
+
+@pytest.fixture(autouse=True)
+def leak_check() -> Iterator[None]:
+    """A test that leaves an emulator, a board process or a port open fails (tests/leakcheck)."""
+    yield from leakcheck.check()
 
 
 def _on_hardware(config: pytest.Config) -> bool:

@@ -8,7 +8,6 @@ import importlib.util
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -21,7 +20,7 @@ from sicell import flash as flash_mod
 from sicell.cli import cli, main
 from sicell.protocol import messages as M
 
-from tests.test_client import FakeBoard
+from tests.fakeboard import FakeBoard
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_store = pytest.mark.skipif(
@@ -39,14 +38,6 @@ direction = "lithiation"
 current_ua = 100
 duration_s = 10
 """
-
-
-@pytest.fixture
-def boards() -> Iterator[list[FakeBoard]]:
-    made: list[FakeBoard] = []
-    yield made
-    for fb in made:
-        fb.close()
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.mputil import ROOT, micropython_cmd, run_mp
+from tests.mputil import ROOT, mp_argv, mp_env, run_mp
 
 EMU = ROOT / "host" / "sicell" / "emulator" / "mp"
 FW = ROOT / "firmware"
@@ -187,10 +187,7 @@ def test_frontend_conversion_time_on_emulated_chips(
 def boot_env(tmp_path: Path, mode: str, **cfg: Any) -> dict[str, str]:
     cfgfile = tmp_path / "emu.json"
     cfgfile.write_text(json.dumps(cfg))
-    env = dict(os.environ)
-    env["MICROPYPATH"] = os.pathsep.join(str(p) for p in (EMU, BOARDMAIN, FW))
-    env["SICELL_EMU_CONFIG"] = str(cfgfile)
-    env["SICELL_TEST_MAIN"] = mode
+    env = mp_env((EMU, BOARDMAIN, FW), SICELL_EMU_CONFIG=str(cfgfile), SICELL_TEST_MAIN=mode)
     env.pop("SICELL_EMU_CTRL", None)
     return env
 
@@ -200,7 +197,7 @@ def emuboot(tmp_path: Path, mode: str, **cfg: Any) -> subprocess.CompletedProces
     # like the launcher, give the stand-in firmware a Pico-sized budget on top of that: 200K
     # alone ran out of memory at the second boot depending on path lengths in the checkout.
     return subprocess.run(
-        [*micropython_cmd(), "-X", "heapsize=300K", str(EMU / "emuboot.py")],
+        mp_argv(EMU / "emuboot.py", heap="300K"),
         env=boot_env(tmp_path, mode, **cfg),
         cwd=tmp_path,
         capture_output=True,
@@ -252,7 +249,7 @@ def test_control_channel_brownout_freeze_reset(tmp_path: Path) -> None:
     env = boot_env(tmp_path, "ctrl", cell="rc", max_boots=4)
     env["SICELL_EMU_CTRL"] = str(fifo)
     proc = subprocess.Popen(
-        [*micropython_cmd(), "-X", "heapsize=200K", str(EMU / "emuboot.py")],
+        mp_argv(EMU / "emuboot.py", heap="200K"),
         env=env,
         cwd=tmp_path,
         stdin=subprocess.PIPE,

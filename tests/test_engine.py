@@ -4,8 +4,6 @@ schedules with the same engine under CPython."""
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import subprocess
 import sys
@@ -13,39 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-MP_DIR = ROOT / "tests" / "mp"
-FW = ROOT / "firmware"
-HEAP = "192K"
-
-
-def _micropython() -> str | None:
-    exe = shutil.which("micropython")
-    if exe:
-        return exe
-    cand = Path(sys.executable).with_name("micropython")
-    return str(cand) if cand.exists() else None
-
-
-MICROPYTHON = _micropython()
-needs_mp = pytest.mark.skipif(MICROPYTHON is None, reason="micropython unix port not installed")
-
-
-def run_mp(script: str, *args: str, timeout: float = 300, cwd: Path | None = None) -> dict:
-    env = dict(os.environ)
-    env["MICROPYPATH"] = os.pathsep.join([str(FW), str(ROOT), str(MP_DIR)])
-    p = subprocess.run(
-        [MICROPYTHON, "-X", "heapsize=" + HEAP, str(MP_DIR / script), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=str(cwd) if cwd else None,
-    )
-    assert p.returncode == 0, f"{script} {args}: exit {p.returncode}\n{p.stdout}\n{p.stderr}"
-    line = [ln for ln in p.stdout.splitlines() if ln.startswith("{")][-1]
-    return json.loads(line)
-
+from tests.mputil import FW, MICROPYTHON_OK, MP_DIR, ROOT, needs_mp, run_mp_json
 
 # ---- firmware compiles with mpy-cross, no f-strings ---------------------------------------------
 MY_FILES = [
@@ -78,9 +44,9 @@ def test_firmware_compiles_with_mpy_cross(name: str, tmp_path: Path) -> None:
 # ---- cutoffs ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cutoff() -> dict:
-    if MICROPYTHON is None:
+    if not MICROPYTHON_OK:
         pytest.skip("micropython unix port not installed")
-    return run_mp("eng_t_cut.py", "cutoff")
+    return run_mp_json("eng_t_cut.py", "cutoff")
 
 
 # slope (µV/s) of each case at the cutoff, for the tick-grid bound
@@ -125,7 +91,7 @@ def test_slow_tick_used_far_from_cutoff(cutoff: dict) -> None:
 # ---- coulomb counting ---------------------------------------------------------------------------
 @needs_mp
 def test_cc_charge_matches_i_times_t() -> None:
-    r = run_mp("eng_t_cut.py", "cc_charge")
+    r = run_mp_json("eng_t_cut.py", "cc_charge")
     print(r)
     exact = r["noise0"]
     # 1 h at a constant current: exact to the nAh, remainder kept (to 1/1000 nAh)
@@ -143,7 +109,7 @@ def test_cc_charge_matches_i_times_t() -> None:
 @needs_mp
 @pytest.mark.parametrize("deb", [0, 200, 1000])
 def test_safety_trip_within_debounce(deb: int) -> None:
-    r = run_mp("eng_t_cut.py", "safety")["deb%d" % deb]
+    r = run_mp_json("eng_t_cut.py", "safety")["deb%d" % deb]
     print(r)
     assert r["state"] == 5 and r["reason"] == 1  # ST_TRIPPED, SF_VMIN
     assert not r["connected"] and r["i_after"] == 0
@@ -158,7 +124,7 @@ def test_safety_trip_within_debounce(deb: int) -> None:
 # ---- loops --------------------------------------------------------------------------------------
 @needs_mp
 def test_nested_loops_and_goto() -> None:
-    r = run_mp("eng_t_cut.py", "loops")
+    r = run_mp_json("eng_t_cut.py", "loops")
     print(r)
     # outer loop count 3 -> 4 passes; inner count 2 -> 3 passes each; goto skips step 7
     assert r["starts"] == [4, 12, 12, 0, 4, 0, 2, 0, 2, 0, 1, 0]
@@ -169,9 +135,9 @@ def test_nested_loops_and_goto() -> None:
 # ---- CV / CC-CV / rest --------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cv() -> dict:
-    if MICROPYTHON is None:
+    if not MICROPYTHON_OK:
         pytest.skip("micropython unix port not installed")
-    return run_mp("eng_t_cv.py", "cv")
+    return run_mp_json("eng_t_cv.py", "cv")
 
 
 @needs_mp
@@ -193,7 +159,7 @@ def test_cv_stable_without_oscillation(cv: dict, case: str) -> None:
 
 @needs_mp
 def test_cc_cv_one_step() -> None:
-    r = run_mp("eng_t_cv.py", "cccv")
+    r = run_mp_json("eng_t_cv.py", "cccv")
     print(r)
     assert r["n_cc"] > 0 and r["n_cv"] > 0 and r["cc_after_cv"] == 0
     assert r["cc_v_min"] >= -610000 - 100  # CC phase stops at v_set
@@ -209,7 +175,7 @@ def test_cc_cv_one_step() -> None:
 def test_cc_cutoff_then_cc_cv_at_the_same_voltage(case: str) -> None:
     # the CC-CV step starts already at v_set (a CC step was cut off there): CV from its first
     # tick, current tapering monotonically from the CC current to the end current
-    r = run_mp("eng_t_cv.py", "cut_then_cccv")[case]
+    r = run_mp_json("eng_t_cv.py", "cut_then_cccv")[case]
     print(case, r)
     assert r["n_cv"] == r["n_step"] and r["n_cv"] >= 5
     assert r["signs"] == 1
@@ -220,7 +186,7 @@ def test_cc_cutoff_then_cc_cv_at_the_same_voltage(case: str) -> None:
 
 @needs_mp
 def test_rest_ends_on_dvdt() -> None:
-    r = run_mp("eng_t_cv.py", "rest_dvdt")
+    r = run_mp_json("eng_t_cv.py", "rest_dvdt")
     print(r)
     assert r["end_reason"] == 5  # SE_DVDT
     assert 0 <= abs(r["dvdt_board"]) <= 20
@@ -231,7 +197,7 @@ def test_rest_ends_on_dvdt() -> None:
 # ---- no allocation, timing ----------------------------------------------------------------------
 @needs_mp
 def test_tick_does_not_allocate() -> None:
-    r = run_mp("eng_t_heap.py", "heap_all")
+    r = run_mp_json("eng_t_heap.py", "heap_all")
     print(r)
     for case in ("acked", "decimate", "hold"):
         c = r[case]
@@ -247,7 +213,7 @@ def test_tick_does_not_allocate() -> None:
 
 @needs_mp
 def test_tick_time() -> None:
-    r = run_mp("eng_t_heap.py", "timing")
+    r = run_mp_json("eng_t_heap.py", "timing")
     print("tick time (unix port, fake front end):", r)
     assert r["mean_us"] < 2000
 

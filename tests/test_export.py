@@ -5,8 +5,6 @@ from __future__ import annotations
 import binascii
 import csv
 import json
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ from sicell.protocol import messages
 from sicell.schedule import CONVENTIONS, load_schedule
 from sicell.store import EventRecord, RunStore, SampleRecord
 
-from tests.mputil import micropython_cmd
+from tests.mputil import run_mp
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "host" / "sicell" / "examples"
 NAMES = [
@@ -271,21 +269,14 @@ def test_rc_check_through_the_engine(tmp_path: Path) -> None:
     cfg = tmp_path / "emu.json"
     cfg.write_text(json.dumps({"cell": "rc", "seed": 1, "quiet": True}))
     (tmp_path / "flash").mkdir()
-    env = dict(os.environ, MICROPYPATH=f"{emu}{os.pathsep}{fw}", SICELL_EMU_CONFIG=str(cfg))
-    p = subprocess.run(
-        [
-            *micropython_cmd(),
-            "-X",
-            "heapsize=2M",
-            str(tmp_path / "run.py"),
-            str(tmp_path / "s.bin"),
-        ],
-        env=env,
+    p = run_mp(
+        tmp_path / "run.py",
+        str(tmp_path / "s.bin"),
+        path=[emu, fw],
+        heap="2M",
         cwd=tmp_path / "flash",
-        capture_output=True,
+        env={"SICELL_EMU_CONFIG": str(cfg)},
         text=True,
-        timeout=300,
-        check=False,
     )
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     assert f"STATE {messages.ST_DONE}" in p.stdout

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import select
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,25 +23,16 @@ for p in (ROOT / "firmware", ROOT, ROOT / "tests" / "mp"):
 from protocol import framing as F  # noqa: E402
 from protocol import messages as M  # noqa: E402
 from protocol import schedule as S  # noqa: E402
-from tests.test_engine import MICROPYTHON, MP_DIR, needs_mp  # noqa: E402
-
-FW = ROOT / "firmware"
+from tests.mputil import ENGINE_PATH, MICROPYTHON_OK, MP_DIR, needs_mp, popen_mp, run_mp  # noqa: E402
 
 
 def _mp_scenario() -> tuple[dict, dict]:
-    env = dict(os.environ)
-    env["MICROPYPATH"] = os.pathsep.join([str(FW), str(ROOT), str(MP_DIR)])
-    p = subprocess.run(
-        [MICROPYTHON, "-X", "heapsize=192K", str(MP_DIR / "eng_t_link.py")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    assert p.returncode == 0, p.stdout[-2000:] + p.stderr
+    p = run_mp(MP_DIR / "eng_t_link.py", path=ENGINE_PATH)
+    out = p.stdout.decode(errors="replace")
+    assert p.returncode == 0, out[-2000:] + p.stderr.decode(errors="replace")
     steps = {}
     info = {}
-    for line in p.stdout.splitlines():
+    for line in out.splitlines():
         d = json.loads(line)
         if "info" in d:
             info = d["info"]
@@ -61,7 +51,7 @@ def _cp_scenario() -> tuple[dict, dict]:
 @pytest.fixture(scope="module", params=["micropython", "cpython"])
 def scen(request) -> tuple[dict, dict]:
     if request.param == "micropython":
-        if MICROPYTHON is None:
+        if not MICROPYTHON_OK:
             pytest.skip("micropython unix port not installed")
         return _mp_scenario()
     return _cp_scenario()
@@ -192,7 +182,7 @@ def test_cal_garbage_storm_and_repl(scen) -> None:
 
 
 def test_same_answers_on_both_interpreters() -> None:
-    if MICROPYTHON is None:
+    if not MICROPYTHON_OK:
         pytest.skip("micropython unix port not installed")
     mp, _ = _mp_scenario()
     cp, _ = _cp_scenario()
@@ -207,16 +197,11 @@ ENV_DIR = MP_DIR / "eng_env"
 
 class Proc:
     def __init__(self, cwd: Path, cause: str = "PWRON"):
-        env = dict(os.environ)
-        env["MICROPYPATH"] = os.pathsep.join([str(ENV_DIR), str(FW), str(ROOT), str(MP_DIR)])
-        env["ENG_RESET_CAUSE"] = cause
-        self.p = subprocess.Popen(
-            [MICROPYTHON, "-X", "heapsize=192K", str(ENV_DIR / "eng_boot.py")],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=str(cwd),
-            env=env,
+        self.p = popen_mp(
+            ENV_DIR / "eng_boot.py",
+            path=[ENV_DIR, *ENGINE_PATH],
+            cwd=cwd,
+            env={"ENG_RESET_CAUSE": cause},
         )
         self.d = F.Deframer()
         self.frames: list[tuple[int, int, bytes]] = []

@@ -16,7 +16,7 @@ for p in (ROOT / "firmware", ROOT, ROOT / "tests" / "mp"):
 
 import eng_t_ring as R  # noqa: E402
 
-from tests.test_engine import needs_mp, run_mp  # noqa: E402
+from tests.mputil import needs_mp, run_mp_json  # noqa: E402
 
 
 @pytest.mark.parametrize("name", R.CHECKS)
@@ -26,7 +26,7 @@ def test_ring_cpython(name: str) -> None:
 
 @needs_mp
 def test_ring_micropython() -> None:
-    out = run_mp("eng_t_ring.py")
+    out = run_mp_json("eng_t_ring.py")
     print(out)
     assert set(out) == set(R.CHECKS)
     assert out["hold_policy_engine"]["hold_s"] >= 120

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sicell.emulator import launcher
 from sicell.protocol import messages as M
 from sicell.schedule import parse_schedule
 from sicell.session import (
@@ -34,7 +35,7 @@ from sicell.session import (
     run_many,
 )
 
-from tests.test_client import FakeBoard
+from tests.fakeboard import FakeBoard
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,14 +118,6 @@ def _fake_with_spy(db: Path, **kw: Any) -> tuple[FakeBoard, AckSpy, str]:
     spy = AckSpy(db, kw.get("first_seq", 1))
     fb.ack_hook = spy
     return fb, spy, fb.serve_tcp()
-
-
-@pytest.fixture
-def boards() -> Iterator[list[FakeBoard]]:
-    made: list[FakeBoard] = []
-    yield made
-    for fb in made:
-        fb.close()
 
 
 def _expect_complete(db: Path, n_samples: int, first_seq: int = 1) -> None:
@@ -341,13 +334,14 @@ RC_SHORT = ROOT / "host/sicell/examples/rc-check.toml"
 
 
 @pytest.fixture
-def emu_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A private emulated RC board: own runtime directory, own id, gone 5 s after its host."""
-    rt = tmp_path / "rt"
-    rt.mkdir()
-    monkeypatch.setenv("SICELL_RUNTIME_DIR", str(rt))
+def emu_url(tmp_path: Path, rt: Path) -> Iterator[str]:
+    """A private emulated RC board (own runtime directory and id), shut down at the end."""
     tag = re.sub(r"[^A-Za-z0-9.-]+", "-", tmp_path.name)[-24:]
-    return f"emu://rc?board=e2e-{os.getpid()}-{tag}&linger=5"
+    board = f"e2e-{os.getpid()}-{tag}"
+    yield f"emu://rc?board={board}&linger=5"
+    info = launcher.find_emulator(board, rt)
+    if info is not None:
+        launcher.EmulatorHandle(info).shutdown(timeout=10)
 
 
 # A short schedule on the RC load with potentials given vs Li (In-Li counter, 0.62 V): the

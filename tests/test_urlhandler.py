@@ -7,7 +7,6 @@ last one talks to the real firmware (HELLO -> INFO) once firmware/main.py exists
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -20,20 +19,7 @@ from sicell.emulator.launcher import find_emulator
 from sicell.protocol import framing, messages
 from sicell.urlhandler.protocol_emu import parse_url
 
-from tests.test_launcher import STANDIN, wait_for
-
-
-@pytest.fixture
-def rt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    d = tmp_path / "rt"
-    d.mkdir()
-    monkeypatch.setenv(launcher.RUNTIME_ENV, str(d))
-    yield d
-    # every emulator a test left running is shut down; none may be left over
-    left = launcher.list_emulators(d)
-    for info in left:
-        launcher.EmulatorHandle(info).shutdown(timeout=5)
-    assert not launcher.list_emulators(d)
+from tests.emuhelp import STANDIN, wait_for
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
-import serial
 from rich.console import Console
 from rich.table import Table
 
@@ -26,12 +25,18 @@ from sicell import __version__
 from sicell.client import (
     CHANNEL_NAMES,
     Board,
-    BoardError,
     BoardInfo,
     CalEntry,
     Status,
 )
-from sicell.flash import FlashError
+from sicell.errors import (
+    EXIT_BUG,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    Detached,
+    SicellError,
+    UsageError,
+)
 from sicell.progress import (
     Display,
     NullDisplay,
@@ -41,48 +46,28 @@ from sicell.progress import (
     fmt_volts,
     make_display,
 )
-from sicell.session import Detached, RunSession, RunSummary, SessionError, run_many
-from sicell.transport import TransportError, detect_port, list_ports
-
-EXIT_ERROR = 1
-EXIT_INTERRUPTED = 130
-
-
-class CliError(click.ClickException):
-    """A one-line error for the user (exit code 1)."""
-
-    exit_code = EXIT_ERROR
-
-    def format_message(self) -> str:
-        return self.message
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
-
-
-def _known_errors() -> tuple[type[BaseException], ...]:
-    errs: list[type[BaseException]] = [
-        TransportError,
-        BoardError,
-        SessionError,
-        FlashError,
-        serial.SerialException,
-        OSError,
-        ValueError,
-    ]
-    return tuple(errs)
+from sicell.session import RunSession, RunSummary, run_many
+from sicell.transport import detect_port, list_ports
 
 
 def _one_line(e: BaseException) -> str:
     text = str(e).strip() or type(e).__name__
-    if isinstance(e, FileNotFoundError | FileExistsError | PermissionError) and e.filename:
-        text = f"{e.filename}: {e.strerror or text}"
+    if isinstance(e, OSError) and e.filename and e.strerror:
+        text = f"{e.filename}: {e.strerror}"
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return "; ".join(lines) if lines else type(e).__name__
 
 
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(message, err=True)
+    raise click.exceptions.Exit(code)
+
+
 class SicellGroup(click.Group):
-    """Turns the errors a user meets into one ``error:`` line and a non-zero exit."""
+    """The one place where errors become what the user sees: a ``SicellError`` is one
+    ``error:`` line and its exit code (sicell.errors); an OSError naming a file is the
+    environment's (a path, a permission, a full disk); anything else is a bug and says so.
+    ``SICELL_DEBUG=1`` shows the traceback instead."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -90,22 +75,21 @@ class SicellGroup(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            ctx.exit(EXIT_INTERRUPTED)
+            _fail("interrupted", EXIT_INTERRUPTED)
         except Detached as e:
-            click.echo(str(e), err=True)
-            ctx.exit(EXIT_INTERRUPTED)
-        except _known_errors() as e:
-            if os.environ.get("SICELL_DEBUG"):
-                raise
-            raise CliError(_one_line(e)) from e
+            _fail(str(e), e.exit_code)
         except Exception as e:
             if os.environ.get("SICELL_DEBUG"):
                 raise
-            raise CliError(
-                f"internal error: {type(e).__name__}: {_one_line(e)} "
-                "(run with SICELL_DEBUG=1 for the traceback)"
-            ) from e
+            if isinstance(e, SicellError):
+                _fail(f"error: {_one_line(e)}", e.exit_code)
+            if isinstance(e, OSError) and e.filename:
+                _fail(f"error: {_one_line(e)}", EXIT_ERROR)
+            _fail(
+                f"error: bug in sicell: {type(e).__name__}: {_one_line(e)} (please report it; "
+                "SICELL_DEBUG=1 shows the traceback)",
+                EXIT_BUG,
+            )
 
 
 def _console() -> Console:
@@ -187,14 +171,14 @@ def run(
     """
     console = _console()
     if resume_db is not None and schedule is not None:
-        raise CliError("give either SCHEDULE (a new run) or --resume RUN.db, not both")
+        raise UsageError("give either SCHEDULE (a new run) or --resume RUN.db, not both")
     if resume_db is None and schedule is None:
-        raise CliError("missing SCHEDULE (a .toml file), or --resume RUN.db to reattach")
+        raise UsageError("missing SCHEDULE (a .toml file), or --resume RUN.db to reattach")
     if names and len(names) != max(1, len(ports)):
-        raise CliError("give one --board-name per --port")
+        raise UsageError("give one --board-name per --port")
     port_list = list(ports) or [detect_port()]
     if len(port_list) > 1 and (db is not None or resume_db is not None):
-        raise CliError(
+        raise UsageError(
             "--db and --resume name one run; with several --port each board gets its own "
             "database (<schedule>-<board>-<time>.db)"
         )
@@ -240,11 +224,11 @@ def run(
 def _load_schedule(path: Path) -> Any:
     sched_mod = importlib.import_module("sicell.schedule")
     if not path.exists():
-        raise CliError(f"{path}: no such schedule file")
+        raise UsageError(f"{path}: no such schedule file")
     try:
         return sched_mod.load_schedule(path)
     except sched_mod.ScheduleValidationError as e:
-        raise CliError(
+        raise UsageError(
             f"{path}: {_one_line(e)}" if str(path) not in str(e) else _one_line(e)
         ) from e
 
@@ -502,15 +486,15 @@ def calibrate(
         info = b.info
         assert info is not None
         if (offset is not None or gain is not None) and (rng is None or channel is None):
-            raise CliError("--offset/--gain need --range and --channel")
+            raise UsageError("--offset/--gain need --range and --channel")
         if rng is not None and not 0 <= rng < info.n_ranges:
-            raise CliError(f"--range {rng}: the board has ranges 0..{info.n_ranges - 1}")
+            raise UsageError(f"--range {rng}: the board has ranges 0..{info.n_ranges - 1}")
         changed = False
         if resistor is not None:
             if rng is None:
-                raise CliError("--resistor needs --range (the range to calibrate)")
+                raise UsageError("--resistor needs --range (the range to calibrate)")
             if info.has_run:
-                raise CliError(
+                raise UsageError(
                     f"{b.port} is {info.state_name} (run {info.run_id:08x}); "
                     "calibrate an idle board"
                 )
@@ -562,7 +546,7 @@ def export(db: Path, fmt: str, out: Path | None) -> None:
     try:
         res = fn(db, target)
     except ImportError as e:
-        raise CliError(
+        raise SicellError(
             f"parquet export needs pyarrow: pip install 'sicell[parquet]' ({_one_line(e)})"
         ) from e
     click.echo(f"wrote {res if isinstance(res, str | Path) else target}")

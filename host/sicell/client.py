@@ -16,16 +16,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sicell.protocol import framing, messages
-from sicell.protocol import schedule as wire_schedule
-from sicell.transport import (
-    HOST_VERSION,
-    Frame,
-    Link,
+from sicell.errors import (
+    BoardError,
+    BoardTimeoutError,
     NoFirmwareError,
+    ScheduleVerifyError,
     TransportError,
     VersionMismatchError,
 )
+from sicell.protocol import framing, messages
+from sicell.protocol import schedule as wire_schedule
+from sicell.transport import HOST_VERSION, Frame, Link
 
 RUNNING_STATES = (messages.ST_RUNNING, messages.ST_PAUSED, messages.ST_HOLD)
 TERMINAL_STATES = (
@@ -77,28 +78,6 @@ def state_name(state: int) -> str:
     if 0 <= state < len(messages.STATE_NAMES):
         return str(messages.STATE_NAMES[state])
     return f"state {state}"
-
-
-# ---- errors ---------------------------------------------------------------------------------
-class BoardError(Exception):
-    """The board refused a request with a NACK."""
-
-    def __init__(self, request: int, code: int, detail: int, port: str = "") -> None:
-        self.request = request
-        self.code = code
-        self.detail = detail
-        self.port = port
-        self.request_name = messages.NAMES.get(request, f"request 0x{request:02x}")
-        prefix = f"{port}: " if port else ""
-        super().__init__(f"{prefix}{self.request_name} refused: {describe_nack(code, detail)}")
-
-
-class ScheduleVerifyError(TransportError):
-    """The schedule read back from the board differs from what was uploaded."""
-
-
-class BoardTimeoutError(TransportError):
-    """No reply to a request within the timeout (after retries for idempotent requests)."""
 
 
 def describe_nack(code: int, detail: int) -> str:
@@ -519,7 +498,9 @@ class Board:
                 if reply is not None:
                     if reply.type == messages.NACK and expect != messages.NACK:
                         req, code, detail = messages.unpack(messages.NACK, reply.payload)
-                        raise BoardError(req or msg_type, code, detail, self.port)
+                        raise BoardError(
+                            req or msg_type, code, detail, self.port, describe_nack(code, detail)
+                        )
                     return reply
         tries_text = f" after {tries} tries" if tries > 1 else ""
         raise BoardTimeoutError(f"{self.port}: no reply to {name} within {tmo:g} s{tries_text}")
@@ -573,7 +554,9 @@ class Board:
             req, code, detail = messages.unpack(messages.NACK, fr.payload)
             if code == messages.E_VERSION:
                 raise VersionMismatchError(self.port, _version_text(detail), HOST_VERSION)
-            raise BoardError(req or messages.HELLO, code, detail, self.port)
+            raise BoardError(
+                req or messages.HELLO, code, detail, self.port, describe_nack(code, detail)
+            )
         try:
             info = BoardInfo.from_payload(fr.payload)
         except framing.ProtocolError as e:

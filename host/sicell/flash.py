@@ -29,16 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sicell.client import Board
-from sicell.transport import NoFirmwareError, TransportError, VersionMismatchError, is_url
+from sicell.errors import FlashError, NoFirmwareError, TransportError, VersionMismatchError
+from sicell.transport import is_url
 
 MPY_VERSION = 6  # bytecode .mpy major version mpy-cross emits (MicroPython >= 1.19)
 KEEP_SOURCE = frozenset({"main.py", "boot.py", "__init__.py"})
 NEVER_SHIP = frozenset({"calibration.json"})
 MPREMOTE_TIMEOUT_S = 180.0
-
-
-class FlashError(Exception):
-    """Flashing failed or was refused; ``str(err)`` is one line for the user."""
 
 
 @dataclass(frozen=True)

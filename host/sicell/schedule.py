@@ -222,6 +222,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from sicell.errors import ScheduleError
 from sicell.protocol import schedule as wire
 from sicell.units import (
     REFERENCES,
@@ -277,28 +278,7 @@ KIND_CODES: dict[str, int] = {
 }
 
 
-class ScheduleValidationError(ValueError):
-    """A schedule cannot run. The message names where (step index and label, or the table),
-    the offending key and value, and what was expected. ``step`` is the 0-based step index
-    (``None`` for file-level problems)."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        step: int | None = None,
-        label: str | None = None,
-        key: str | None = None,
-        value: Any = None,
-    ) -> None:
-        super().__init__(message)
-        self.step = step
-        self.label = label
-        self.key = key
-        self.value = value
-
-
-# ---- board capabilities ------------------------------------------------------------------
+ScheduleValidationError = ScheduleError  # the name the schedule code and its callers use
 
 
 @dataclass(frozen=True)

@@ -33,14 +33,22 @@ from typing import Any
 
 from sicell.client import (
     Board,
-    BoardError,
     BoardInfo,
-    BoardTimeoutError,
     Nack,
     Record,
     Status,
     new_run_id,
     state_name,
+)
+from sicell.errors import (
+    BoardBusyError,
+    BoardError,
+    BoardTimeoutError,
+    CalibrationError,
+    Detached,
+    RunMismatchError,
+    SessionError,
+    StoreFull,
 )
 from sicell.progress import Display, NullDisplay, Progress
 from sicell.protocol import messages
@@ -48,27 +56,6 @@ from sicell.protocol import schedule as wire_schedule
 from sicell.transport import LinkLostError, TransportError, VersionMismatchError
 
 M = messages
-
-
-# ---- errors ---------------------------------------------------------------------------------
-class SessionError(Exception):
-    """A run could not start or go on; ``str(err)`` is one line for the user."""
-
-
-class BoardBusyError(SessionError):
-    """The board already runs an experiment."""
-
-
-class RunMismatchError(SessionError):
-    """The board runs another run than the database records."""
-
-
-class StoreFull(SessionError):
-    """The disk is full: nothing more can be committed (the board keeps the records)."""
-
-
-class Detached(SessionError):
-    """The user interrupted the host; the board keeps running."""
 
 
 # ---- options and results --------------------------------------------------------------------
@@ -1060,10 +1047,6 @@ def run_many(
 
 
 # ---- two-point calibration on a known resistor -----------------------------------------------
-class CalibrationError(SessionError):
-    """The two-point routine could not produce a sensible calibration."""
-
-
 @dataclass
 class TwoPointResult:
     range: int

@@ -34,6 +34,7 @@ from types import TracebackType
 from typing import Any
 
 from sicell import schema
+from sicell.errors import StoreFullError, StoreSchemaError
 from sicell.protocol import messages
 from sicell.schedule import CONVENTIONS
 
@@ -122,21 +123,6 @@ def event_name(code: int) -> str:
     """The event's name (``messages.EVENT_NAMES``), ``event_<code>`` for unknown codes."""
     name: str | None = messages.EVENT_NAMES.get(code)
     return name if name is not None else f"event_{code}"
-
-
-class StoreFullError(OSError):
-    """The disk (or quota) is full: the batch was rolled back, nothing stored before is lost."""
-
-    def __init__(self, path: str | os.PathLike[str], detail: str) -> None:
-        super().__init__(errno.ENOSPC, detail, os.fspath(path))
-        self.detail = detail
-
-    def __str__(self) -> str:
-        return f"{self.filename}: {self.detail}"
-
-
-class StoreSchemaError(RuntimeError):
-    """The file is not a sicell run database of a schema version this code can write."""
 
 
 def _is_full(exc: sqlite3.Error) -> bool:

@@ -17,7 +17,28 @@ from typing import Any, NamedTuple
 import serial
 import serial.tools.list_ports
 
+from sicell.errors import (
+    LinkLostError,
+    NoBoardError,
+    NoFirmwareError,
+    PortBusyError,
+    PortNotFoundError,
+    PortOpenError,
+    TransportError,
+    VersionMismatchError,
+)
 from sicell.protocol import framing, messages
+
+__all__ = [
+    "LinkLostError",
+    "NoBoardError",
+    "NoFirmwareError",
+    "PortBusyError",
+    "PortNotFoundError",
+    "PortOpenError",
+    "TransportError",
+    "VersionMismatchError",
+]
 
 # Raspberry Pi's USB vendor id, and the product ids RP2040 boards enumerate with.
 RPI_VID = 0x2E8A
@@ -28,49 +49,6 @@ RP2040_PIDS: dict[int, str] = {
 
 DEFAULT_BAUD = 115200  # USB CDC ignores it; it matters only for a UART bridge.
 READ_CHUNK = 4096
-
-
-# ---- errors ---------------------------------------------------------------------------------
-class TransportError(Exception):
-    """Base of every transport failure; ``str(err)`` is one line meant for the user."""
-
-
-class PortNotFoundError(TransportError):
-    """The port does not exist."""
-
-
-class PortBusyError(TransportError):
-    """Another program holds the port (EBUSY or an exclusive lock)."""
-
-
-class PortOpenError(TransportError):
-    """The port exists but could not be opened for another reason (permissions, ...)."""
-
-
-class NoBoardError(TransportError):
-    """Auto-detection found no board, or more than one."""
-
-
-class NoFirmwareError(TransportError):
-    """A device answered, but not with sicell frames."""
-
-
-class VersionMismatchError(TransportError):
-    """The board speaks an incompatible protocol major version."""
-
-    def __init__(self, port: str, board_version: str, host_version: str) -> None:
-        self.port = port
-        self.board_version = board_version
-        self.host_version = host_version
-        super().__init__(
-            f"{port}: board speaks sicell protocol {board_version}, this host speaks "
-            f"{host_version}; the major versions differ, so update the firmware with "
-            f"`sicell flash --port {port}` or install a matching host"
-        )
-
-
-class LinkLostError(TransportError):
-    """The port failed while in use (unplugged, EIO, closed by the other side)."""
 
 
 HOST_VERSION = f"{framing.PROTO_MAJOR}.{framing.PROTO_MINOR}"

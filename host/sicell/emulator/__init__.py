@@ -6,19 +6,22 @@ through a pty with optional link faults; ``control.py`` talks to a running launc
 ``emu://`` pyserial URL (``sicell.urlhandler.protocol_emu``) starts or attaches to launchers.
 """
 
-from sicell.emulator.control import ControlError, EmulatorControl
+from sicell.emulator.control import EmulatorControl
 from sicell.emulator.launcher import (
-    EmulatorBusyError,
-    EmulatorConfigError,
-    EmulatorError,
     EmulatorHandle,
-    EmulatorStartError,
     cell_names,
     find_emulator,
     list_emulators,
     run_emulator,
     runtime_dir,
     start_emulator,
+)
+from sicell.errors import (
+    ControlError,
+    EmulatorBusyError,
+    EmulatorConfigError,
+    EmulatorError,
+    EmulatorStartError,
 )
 
 __all__ = [

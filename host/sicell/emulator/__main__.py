@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Any
 
-from sicell.emulator.control import ControlError, EmulatorControl
+from sicell.emulator.control import EmulatorControl
 from sicell.emulator.launcher import (
     DEFAULT_LINGER_S,
     DIRECTIONS,
@@ -21,6 +21,7 @@ from sicell.emulator.launcher import (
     list_emulators,
     run_emulator,
 )
+from sicell.errors import ControlError
 
 
 def _json_dict(text: str) -> dict[str, Any]:

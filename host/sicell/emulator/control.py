@@ -35,9 +35,7 @@ import json
 import socket
 from typing import Any
 
-
-class ControlError(Exception):
-    """The launcher refused a command, or could not be reached."""
+from sicell.errors import ControlError
 
 
 class EmulatorControl:

@@ -78,9 +78,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import serial
-
-from sicell.emulator.control import ControlError, EmulatorControl
+from sicell.emulator.control import EmulatorControl
+from sicell.errors import (
+    ControlError,
+    EmulatorBusyError,
+    EmulatorConfigError,
+    EmulatorError,
+    EmulatorStartError,
+    FlashError,
+)
 
 # ---- constants ------------------------------------------------------------------------------
 RUNTIME_ENV = "SICELL_RUNTIME_DIR"
@@ -106,22 +112,6 @@ _FALLBACK_CELLS = ("rc", "resistor", "thin-porous", "thin-dense", "thick-porous"
 
 
 # ---- errors ---------------------------------------------------------------------------------
-class EmulatorError(serial.SerialException):  # type: ignore[misc]
-    """Base of the launcher's errors; a ``serial.SerialException`` so pyserial users catch it."""
-
-
-class EmulatorConfigError(EmulatorError, ValueError):
-    """A bad option value (unknown cell, option, range); also a ValueError."""
-
-
-class EmulatorBusyError(EmulatorError):
-    """Another launcher already runs this board id."""
-
-
-class EmulatorStartError(EmulatorError):
-    """The launcher did not come up (timeout or early exit); the message quotes its log."""
-
-
 # ---- paths and package data -----------------------------------------------------------------
 def runtime_dir() -> Path:
     """``$SICELL_RUNTIME_DIR`` or ``/tmp/sicell-<uid>/emu`` (created, mode 0700)."""
@@ -531,7 +521,7 @@ def stage_firmware(dest: Path, fw: Path | None = None, compile: bool = True) -> 
 
         try:
             flash.stage(fwd, compile=True, firmware=src, protocol=protocol_dir())
-        except flash.FlashError as e:
+        except FlashError as e:
             raise EmulatorError(f"cannot stage the firmware: {e}") from e
         return emu, fwd
     _copy_py_tree(src, fwd)

@@ -51,18 +51,17 @@ from typing import Any
 import serial
 import serial.serialposix
 
-from sicell.emulator.control import ControlError, EmulatorControl
+from sicell.emulator.control import EmulatorControl
 from sicell.emulator.launcher import (
     DEFAULT_LINGER_S,
     DIRECTIONS,
     HEAPSIZE,
     START_TIMEOUT_S,
-    EmulatorConfigError,
-    EmulatorError,
     EmulatorHandle,
     canonical_cell,
     start_emulator,
 )
+from sicell.errors import ControlError, EmulatorConfigError, EmulatorError
 
 OPTIONS = (
     "seed",

@@ -1,0 +1,106 @@
+"""Fixtures shared by the unit tests, and the leak check every test runs under.
+
+* ``leak_check`` (autouse): a test that leaves an emulator, a board process or a port open
+  fails (tests/leakcheck.py). Every test process gets its own emulator runtime directory.
+* ``rt``: a private emulator runtime directory for one test (``SICELL_RUNTIME_DIR``).
+* ``standin`` / ``emu``: launchers running the stand-in board (tests/emuhelp.py), all shut
+  down at the end of the test.
+* ``fake`` / ``boards``: scripted fake boards (tests/fakeboard.py), closed at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sicell.emulator import launcher
+from sicell.emulator.launcher import EmulatorHandle, start_emulator
+
+from tests import leakcheck
+from tests.emuhelp import STANDIN, Starter
+from tests.fakeboard import FakeBoard
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    leakcheck.install()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    leakcheck.uninstall()
+
+
+@pytest.fixture(autouse=True)
+def leak_check() -> Iterator[None]:
+    yield from leakcheck.check()
+
+
+# ---- emulator launchers ---------------------------------------------------------------------
+@pytest.fixture
+def rt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private runtime directory (registry, sockets, logs) for this test's emulators; the
+    boards a test leaves running there on purpose (a port closed, the board kept) are shut
+    down at the end."""
+    d = tmp_path / "rt"
+    d.mkdir()
+    monkeypatch.setenv(launcher.RUNTIME_ENV, str(d))
+    yield d
+    for info in launcher.list_emulators(d):
+        EmulatorHandle(info).shutdown(timeout=5)
+    assert not launcher.list_emulators(d)
+
+
+@pytest.fixture
+def standin(tmp_path: Path) -> str:
+    p = tmp_path / "standin.py"
+    p.write_text(STANDIN)
+    return str(p)
+
+
+@pytest.fixture
+def emu(rt: Path, standin: str) -> Iterator[Starter]:
+    """start_emulator on the stand-in board; every launcher is shut down afterwards."""
+    started: list[EmulatorHandle] = []
+
+    def start(cell: str = "rc", **kw: Any) -> EmulatorHandle:
+        kw.setdefault("entry", standin)  # entry=None: the real emuboot.py
+        kw.setdefault("linger", 60)
+        kw.setdefault("timeout", 20)
+        h = start_emulator(cell, **kw)
+        started.append(h)
+        return h
+
+    yield start
+    for h in started:
+        h.shutdown(timeout=5)
+    for h in started:
+        assert not h.alive(), f"launcher {h.pid} still running"
+        if h.process is not None:
+            assert h.process.returncode is not None
+    left = launcher.list_emulators(rt)
+    for info in left:
+        EmulatorHandle(info).shutdown(timeout=5)
+    assert not left, f"left-over emulators {left}"
+
+
+# ---- fake boards ----------------------------------------------------------------------------
+@pytest.fixture
+def boards() -> Iterator[list[FakeBoard]]:
+    """Fake boards a test appends to; all closed at the end."""
+    made: list[FakeBoard] = []
+    yield made
+    for fb in made:
+        fb.close()
+
+
+@pytest.fixture
+def fake(boards: list[FakeBoard]) -> Callable[..., FakeBoard]:
+    """A factory of fake boards (closed at the end)."""
+
+    def make(**kw: Any) -> FakeBoard:
+        fb = FakeBoard(**kw)
+        boards.append(fb)
+        return fb
+
+    return make
