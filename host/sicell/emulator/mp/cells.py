@@ -1,102 +1,12 @@
-"""Physical cell models for the sicell emulator (DESIGN §4, §6).
+"""Physical cell models for the sicell emulator (DESIGN §4, §6): ``resistor``, ``rc`` (the HIL
+dummy load) and the four a-Si films vs In-Li in a sulfide electrolyte.
 
-One pure-Python module that runs unchanged under CPython 3.11 and the MicroPython
-unix port: no f-strings, no dataclasses, no typing, math.exp/log/sqrt only.  It
-sits in the emulated board's control loop, so ``advance()`` and ``voltage()`` are
-a handful of float operations and table lookups by index arithmetic; nothing is
-allocated per call but float results.
-
-Interface (current-driven; the galvanostat forces the current)::
-
-    cell = make_cell(name, seed=0, **overrides)     # name in CELL_NAMES (+ aliases)
-    cell.reset()                 back to the fresh state
-    cell.advance(i_a, dt_s)      integrate the state, constant i_a over dt_s (exact)
-    cell.voltage(i_a)            terminal volts at i_a for the present state
-    cell.state()                 dict of diagnostics
-    film_params(name)            area, mass, thickness, density, nominal capacity...
-    run_cc / run_cv / cycle_galvanostatic / rate_test   scenario helpers (both VMs)
-
-Sign: i_a > 0 is lithiation of the working electrode (drives the Si potential
-down).  Every model, dummy loads included, obeys V = V_oc - i R..., so a plain
-resistor reads -i R.  Si voltages are E_WE(vs Li) - 0.62 V (In-Li counter), so
-0.01 V vs Li is -0.61 V cell and 1.2 V vs Li is +0.58 V cell.
-
-Model documentation
--------------------
-``resistor``: V = -i R (R = 1 kohm; override r_ohm).
-``rc`` (HIL dummy load): R_s + (C || R_p), defaults 250 ohm, 1000 uF, 1 kohm,
-discharged (overrides r_series, c_farad, r_parallel (None = no leak), v0).
-Capacitor voltage u (terminal sign), exact for constant i over dt:
-u <- -i R_p + (u + i R_p) exp(-dt / R_p C);  V = u - i R_s.  seed is ignored.
-
-Si films ``thin-porous``, ``thin-dense``, ``thick-porous``, ``thick-dense``
-(aliases ``porous-thick``, ``dense-thin``, ...): a-Si on 0.567 cm2 vs In-Li in
-80Li2S.20P2S5.  State: x (mean Li fraction of the active capacity Q), d (surface
-minus mean), h (0 = delithiation branch, 1 = lithiation branch), Q, R_grow, eps,
-n (equivalent cycles = sum of q_lith / Q), cycles.
-
-  x_s  = x + d
-  OCV  = E_del(x_s) + h (E_lit(x_s) - E_del(x_s)); each branch is the inverse of
-         x(E) = sum_k w_k / (1 + exp((E - E_k) / s_k)), tabulated on 101 points
-         of x at import (linear interpolation, linear extrapolation outside
-         0..1).  lit: E_k 0.55/0.265/0.11/0.02 V, s 80/30/18/12 mV, w .06/.40/
-         .44/.10; del: 0.08/0.29/0.48/0.65 V, s 20/35/45/80 mV, w .08/.42/.42/
-         .08; E_lit(0) = 1.2 V, E_del(0) = 2.0 V.  dQ/dV peaks: lithiation ~0.25
-         and ~0.1 V, delithiation ~0.3 and ~0.5 V; 0.01 V at x ~ 0.97 (lit),
-         1.2 V at x ~ 0.007 (del).
-  dx   = i dt (1 - eps) / Q   for i > 0;  i dt / Q for i < 0
-  h    -> 1 (i > 0) or 0 (i < 0): h_t + (h - h_t) exp(-kappa |i| dt / Q),
-         kappa = 25 (1/e after 4 % of Q; rest leaves h alone)
-  d    -> d_ss + (d - d_ss) exp(-dt pi^2 / tau_D), d_ss = (i / Q) tau_D / 3,
-         tau_D = L^2 / D_eff (two-node parabolic-profile planar diffusion)
-  V    = OCV - i (R_el + R_grow) - i R_f (1 + beta (1 - x_s))
-         - 2 V_T asinh(i / (2 j0 A)) - 0.62
-         R_el = 150 ohm.cm2 / A (electrolyte, the I.R the paper subtracts:
-         voltage_ir_free() adds it back), R_f = rho_f L / A (Li+ transport
-         across the film, larger in Li-poor Si, beta = 3), Butler-Volmer
-         alpha = 0.5, j0 = 1 mA/cm2, V_T = RT/F at 25 C.
-  side reaction: eps of the lithiation current makes no Li-Si;
-         eps = eps_inf + eps0 exp(-n / n_ce), eps0 = 0.10, n_ce = 2
-  ageing at each lithiation -> delithiation reversal, by the lithiation charge
-         since the previous one (dn = q / Q, so a CV loop dithering the sign
-         ages nothing extra): Q <- Q (1 - fade dn) (lost Si keeps its Li, part
-         of the CE deficit), R_grow += g_R dn / A.  ``cycles`` counts
-         lithiation starts with >= 5 % of Q moved each way since the last.
-  seed != 0: deterministic multipliers (own LCG) on loading 2 %, R_el 10 %,
-         rho_f 5 %, j0 15 %, D_eff 15 %, fade 10 %, g_R 10 %, eps_inf 20 %.
-
-Parameters (``film_params``; ``make_cell`` accepts any of them as override)::
-
-  common: q_max 3435 mAh/g at x = 1, R_el 150 ohm.cm2, j0 1 mA/cm2, beta 3,
-          rho_f 4.8 ohm.cm2/um, kappa 25, eps0 0.10, n_ce 2
-  film          mg/cm2   um  g/cm3  D_eff cm2/s  tau_D s  fade/cyc  g_R ohm.cm2  eps_inf
-  thin-porous    0.21   1.55  1.35    1.0e-9       24    6.5e-4      0         0.0010
-  thin-dense     0.22   0.93  2.37    5.0e-10      17    1.9e-3      2         0.0020
-  thick-porous   0.74   4.73  1.56    1.0e-9      224    6.5e-4      0         0.0010
-  thick-dense    0.70   3.00  2.33    5.0e-10     180    7.0e-3      8         0.0030
-
-Results (tests/test_cells.py; 0.1 mA/cm2, 0.01-1.2 V vs Li, 1 h rests, dt 30 s)::
-
-  film          cycle 1 mAh/g (mAh/cm2)  CE1   CE 10-100 %   cyc 100 mAh/g  100/10
-  thin-porous      3163 (0.66)           89.1  99.73-99.87      2984        0.948
-  thin-dense       3163 (0.70)           89.0  99.51-99.75      2572        0.829
-  thick-porous     3144 (2.33)           89.1  99.68-99.86      2964 (2.19) 0.948
-  thick-dense      3132 (2.19)           88.3  98.91-99.24      1399        0.481
-  rate (CC-CV charge, IR-free discharge) mAh/g at 0.1/1/2/5/10 mA/cm2:
-  thin-porous   3298 3286 3270 3234 3163     thin-dense  3295 3280 3265 3235 3182
-  thick-porous  3295 3265 3231 3039 1711 (2.44 2.42 2.39 2.25 1.27 mAh/cm2)
-  thick-dense   3273 3225 3176 2977 1148 (2.29 2.26 2.22 2.08 0.80 mAh/cm2)
-  The rate loss comes from the film (D_eff lag and R_f), not R_el: with
-  R_el = 0 the IR-free capacities are unchanged.  Dense films' dQ/dV peaks
-  drift apart (R_grow after 100 cycles: thin-dense +180, thick-dense +680 ohm.cm2).
-
-Cost per advance()+voltage() call (100k calls, dt 1 s, best of 5, x86-64):
-Si film CPython 3.11 0.7 us (0.5 us at constant current), MicroPython unix
-with a 192K heap 2.5 us (1.6 us); RC 0.23 us / 0.75 us.
-MicroPython puts the frame of a function with more than ~11 words of locals
-plus value stack on the heap, and that allocation then scans all garbage since
-the last GC (voltage() went from 3 us to 100+ us on a 16M heap): keep the
-hot methods lean; a test checks it.
+The equations, parameters, interface and measured results are in host/docs/cell-models.md.
+One pure-Python module that runs unchanged under CPython 3.11 and the MicroPython unix port:
+no f-strings, no dataclasses, no typing. It sits in the emulated board's control loop, so
+``advance()`` and ``voltage()`` are a handful of float operations and table lookups; keep the
+hot methods lean (MicroPython puts a large frame on the heap; tests/test_cells.py checks).
+Sign: i_a > 0 lithiates the working electrode; Si voltages are E_WE(vs Li) - 0.62 V (In-Li).
 """
 
 import math
