@@ -24,19 +24,20 @@ from typing import Any
 
 import pytest
 from sicell.emulator import control as control_mod
-from sicell.emulator import launcher
+from sicell.emulator.cellmodels import canonical_cell
 from sicell.emulator.control import ControlError, EmulatorControl
-from sicell.emulator.launcher import (
-    EmulatorBusyError,
-    EmulatorConfigError,
-    EmulatorHandle,
-    FaultConfig,
-    FaultInjector,
+from sicell.emulator.control_server import ControlServer
+from sicell.emulator.handle import EXIT_CONFIG, EmulatorHandle, run_emulator, start_emulator
+from sicell.emulator.registry import (
     find_emulator,
-    run_emulator,
-    stage_firmware,
-    start_emulator,
+    list_emulators,
+    pid_alive,
+    symlink_atomic,
+    write_json_atomic,
 )
+from sicell.emulator.relay import PENDING_LIMIT
+from sicell.emulator.staging import HEAP_CACHE, firmware_dir, stage_firmware
+from sicell.errors import EmulatorBusyError, EmulatorConfigError
 
 from tests.conftest import Starter
 from tests.emuhelp import echo, open_port, read_some, wait_for, write_all
@@ -46,84 +47,13 @@ def status(h: EmulatorHandle) -> dict[str, Any]:
     return h.control.status()
 
 
-# ---- fault injector (pure) ------------------------------------------------------------------
-def test_fault_injector_off_is_identity() -> None:
-    inj = FaultInjector("0:x")
-    inj.configure(0.0, 0.0, 0.0)
-    data = bytes(range(256)) * 10
-    assert inj.process(data) is data
-    assert not inj.active
-
-
-def test_fault_injector_is_deterministic_and_chunking_independent() -> None:
-    data = os.urandom(50_000)
-    a = FaultInjector("7:to_host")
-    a.configure(0.01, 0.01, 0.01)
-    b = FaultInjector("7:to_host")
-    b.configure(0.01, 0.01, 0.01)
-    out_a = a.process(data)
-    out_b = b"".join(b.process(data[i : i + 37]) for i in range(0, len(data), 37))
-    assert out_a == out_b
-    assert (a.dropped, a.corrupted, a.duplicated) == (b.dropped, b.corrupted, b.duplicated)
-    c = FaultInjector("8:to_host")
-    c.configure(0.01, 0.01, 0.01)
-    assert c.process(data) != out_a
-    assert len(out_a) == len(data) - a.dropped + a.duplicated
-
-
-@pytest.mark.parametrize("kind", ["drop", "corrupt", "duplicate"])
-def test_fault_injector_rates(kind: str) -> None:
-    n = 200_000
-    inj = FaultInjector("1:rates")
-    probs = {"drop": 0.0, "corrupt": 0.0, "duplicate": 0.0, kind: 0.01}
-    inj.configure(probs["drop"], probs["corrupt"], probs["duplicate"])
-    data = bytes(n)
-    out = inj.process(data)
-    count = {"drop": inj.dropped, "corrupt": inj.corrupted, "duplicate": inj.duplicated}[kind]
-    # binomial(200000, 0.01): mean 2000, sd 44.5; 5 sd bounds
-    assert 1777 <= count <= 2223
-    if kind == "drop":
-        assert len(out) == n - count
-    elif kind == "duplicate":
-        assert len(out) == n + count
-    else:
-        assert len(out) == n and sum(1 for x in out if x) == count
-
-
-def test_fault_injector_all() -> None:
-    data = bytes(range(1, 256)) * 4
-    drop = FaultInjector("s")
-    drop.configure(1.0, 0.0, 0.0)
-    assert drop.process(data) == b"" and drop.dropped == len(data)
-    cor = FaultInjector("s")
-    cor.configure(0.0, 1.0, 0.0)
-    out = cor.process(data)
-    assert len(out) == len(data) and all(x != y for x, y in zip(out, data, strict=True))
-    dup = FaultInjector("s")
-    dup.configure(0.0, 0.0, 1.0)
-    assert dup.process(b"abc") == b"aabbcc"
-
-
-def test_fault_config_validation() -> None:
-    f = FaultConfig().updated({"drop": "0.5", "direction": "to_host"})
-    assert f.drop == 0.5 and f.direction == "to_host"
-    with pytest.raises(EmulatorConfigError, match="valid faults: drop, corrupt"):
-        FaultConfig().updated({"dorp": 0.1})
-    with pytest.raises(ValueError, match="out of range"):
-        FaultConfig().updated({"drop": 1.5})
-    with pytest.raises(ValueError, match="to_board"):
-        FaultConfig().updated({"direction": "sideways"})
-    with pytest.raises(ValueError, match="must not exceed 1"):
-        FaultConfig().updated({"drop": 0.6, "corrupt": 0.6})
-
-
 # ---- staging and options --------------------------------------------------------------------
 def test_stage_layout_sources(tmp_path: Path) -> None:
     emu_dir, fw = stage_firmware(tmp_path / "stage", compile=False)
     assert (emu_dir / "emuboot.py").exists() and (emu_dir / "machine.py").exists()
     assert (fw / "protocol" / "__init__.py").exists()
     assert (fw / "protocol" / "framing.py").exists()
-    src = launcher.firmware_dir()
+    src = firmware_dir()
     for p in src.glob("*.py"):
         assert (fw / p.name).read_bytes() == p.read_bytes()
     assert not (fw / "calibration.json").exists()
@@ -132,13 +62,13 @@ def test_stage_layout_sources(tmp_path: Path) -> None:
 
 def test_stage_layout_like_the_flasher(tmp_path: Path) -> None:
     """Default staging is what ``sicell flash`` puts on a board: .mpy modules."""
-    if not (launcher.firmware_dir() / "main.py").exists():
+    if not (firmware_dir() / "main.py").exists():
         pytest.skip("firmware/main.py not written yet")
     _, fw = stage_firmware(tmp_path / "stage")
-    assert (fw / "main.py").read_bytes() == (launcher.firmware_dir() / "main.py").read_bytes()
+    assert (fw / "main.py").read_bytes() == (firmware_dir() / "main.py").read_bytes()
     assert (fw / "protocol" / "__init__.py").exists()
     assert (fw / "protocol" / "framing.mpy").read_bytes()[:1] == b"M"
-    for p in launcher.firmware_dir().glob("*.py"):
+    for p in firmware_dir().glob("*.py"):
         if p.name != "main.py":
             assert (fw / (p.stem + ".mpy")).exists() and not (fw / p.name).exists()
 
@@ -151,9 +81,9 @@ def test_bad_cell_name_lists_valid_ones(rt: Path) -> None:
     for name in ("rc", "resistor", "thin-porous", "thick-dense"):
         assert name in msg
     lines: list[str] = []
-    assert run_emulator("nope", print_fn=lines.append) == launcher.EXIT_CONFIG
+    assert run_emulator("nope", print_fn=lines.append) == EXIT_CONFIG
     assert "nope" in lines[0] and "thin-porous" in lines[0]
-    assert launcher.canonical_cell("porous-thick") == "thick-porous"
+    assert canonical_cell("porous-thick") == "thick-porous"
 
 
 def test_bad_board_id(rt: Path) -> None:
@@ -315,7 +245,7 @@ def test_host_slower_than_board_loses_nothing(emu: Starter) -> None:
         h.control.brownout(n)  # far more than the relay may buffer
         time.sleep(0.5)  # the host does not read
         st = status(h)
-        assert st["bytes_pending_to_host"] <= launcher.PENDING_LIMIT + 65536
+        assert st["bytes_pending_to_host"] <= PENDING_LIMIT + 65536
         assert st["counters"]["from_board"] < n  # the board is back-pressured
         got = read_some(fd, n, 20)
         assert len(got) == n and set(got) == {0xA5}
@@ -342,7 +272,21 @@ def test_registry_appears_and_disappears(emu: Starter, rt: Path) -> None:
     assert not Path(info["fifo"]).exists()
     assert not os.path.lexists(info["link"])
     assert find_emulator("reg") is None
-    assert not launcher._pid_alive(board_pid)
+    assert not pid_alive(board_pid)
+
+
+def test_registry_files_are_written_atomically_and_other_json_is_left_alone(rt: Path) -> None:
+    write_json_atomic(rt / "x.json", {"a": 1})
+    write_json_atomic(rt / "x.json", {"a": 2})
+    assert json.loads((rt / "x.json").read_text()) == {"a": 2}
+    symlink_atomic("/dev/null", rt / "b.tty")
+    symlink_atomic("/dev/zero", rt / "b.tty")  # replaces the link in one step
+    assert os.readlink(rt / "b.tty") == "/dev/zero"
+    assert sorted(p.name for p in rt.iterdir()) == ["b.tty", "x.json"]  # no temp files left
+    cache = rt / HEAP_CACHE
+    write_json_atomic(cache, {"abc": 123})
+    assert list_emulators(rt) == [] and find_emulator("x", rt) is None
+    assert cache.exists()  # not a registry entry: never removed as a stale one
 
 
 def test_stale_registry_entry_is_ignored_and_removed(rt: Path) -> None:
@@ -376,7 +320,7 @@ def test_launcher_outlives_the_host_process_that_started_it(rt: Path, standin: s
             os.close(fd)
     finally:
         EmulatorHandle(find_emulator("orphan") or {"board": "orphan", "pid": pid}).shutdown()
-    assert not launcher._pid_alive(pid)
+    assert not pid_alive(pid)
     assert not (rt / "orphan.json").exists()
 
 
@@ -388,7 +332,7 @@ def test_signal_stops_and_cleans_up(emu: Starter, rt: Path, sig: int) -> None:
     assert h.wait(10)
     assert h.process is not None and h.process.returncode == 0
     assert not (rt / "term.json").exists()
-    wait_for(lambda: not launcher._pid_alive(board_pid), what="board process exit")
+    wait_for(lambda: not pid_alive(board_pid), what="board process exit")
 
 
 def test_linger_without_host(emu: Starter, rt: Path) -> None:
@@ -535,6 +479,23 @@ def test_unplug_hangup_mode(emu: Starter) -> None:
         assert echo(fd, b"new port") == b"new port"
     finally:
         os.close(fd)
+
+
+def test_control_dispatch_table() -> None:
+    """Commands go through the table; an unknown one is refused naming the known ones."""
+    seen: list[dict[str, object]] = []
+    server = ControlServer(
+        Path("/nonexistent.sock"),
+        {"ping": lambda req: {"pid": 1}, "echo": lambda req: seen.append(dict(req)) or {}},
+    )
+    assert server.dispatch({"cmd": "ping"}) == {"pid": 1}
+    assert server.handle_line(b'{"cmd": "echo", "x": 2}') == {"ok": True}
+    assert seen == [{"cmd": "echo", "x": 2}]
+    reply = server.handle_line(b'{"cmd": "explode"}')
+    assert reply["ok"] is False
+    assert "unknown command 'explode'" in reply["error"] and "ping, echo" in reply["error"]
+    assert "cmd" in server.handle_line(b"[1, 2]")["error"]
+    assert server.handle_line(b"{not json")["ok"] is False
 
 
 def test_control_client_unreachable(tmp_path: Path) -> None:

@@ -14,8 +14,8 @@ from urllib.parse import quote
 import pytest
 import serial
 import sicell  # noqa: F401  (registers the emu:// handler package)
-from sicell.emulator import launcher
-from sicell.emulator.launcher import find_emulator
+from sicell.emulator.registry import find_emulator, pid_alive
+from sicell.emulator.staging import firmware_dir
 from sicell.protocol import framing, messages
 from sicell.urlhandler.protocol_emu import parse_url
 
@@ -111,6 +111,38 @@ def test_parse_url() -> None:
     assert parse_url("emu:///rc").cell == "rc"
 
 
+def test_parse_url_accepts_every_spelling_in_use() -> None:
+    """The forms hil_tests, benches and users write: rig dummies as cell.<param>, booleans as
+    words, keys in any case."""
+    s = parse_url(
+        "emu://rc?seed=1&board=x&owner=1&linger=5&drop=0.01&cell.r_series=100"
+        "&cell.c_farad=0.002&cell.r_parallel=1e%2B06&cell.v0=0.3&timeout=20"
+    )
+    assert (s.seed, s.board, s.owner, s.linger, s.timeout) == (1, "x", True, 5.0, 20.0)
+    assert s.faults == {"drop": 0.01}
+    assert s.cell_overrides == {"r_series": 100.0, "c_farad": 0.002, "r_parallel": 1e6, "v0": 0.3}
+    assert parse_url("emu://resistor?cell.r_ohm=47").cell_overrides == {"r_ohm": 47.0}
+    t = parse_url(
+        "emu://dummy?SEED=2&Realtime=yes&noise=off&mpy=false&max_dt=0.5&flash=/tmp/f"
+        "&delay_ms=20&direction=to_host&corrupt=0.1&duplicate=0&heapsize=180K&owner=on"
+    )
+    assert (t.cell, t.seed, t.realtime, t.noise, t.mpy, t.owner) == (
+        "rc",
+        2,
+        True,
+        False,
+        False,
+        True,
+    )
+    assert (t.max_dt_s, t.flash_dir, t.heapsize) == (0.5, "/tmp/f", "180K")
+    assert t.faults == {"delay_ms": 20.0, "direction": "to_host", "corrupt": 0.1, "duplicate": 0.0}
+    assert {"flash_dir", "max_dt_s", "faults", "delay_ms", "direction"} <= t.given
+    with pytest.raises(ValueError, match="empty cell parameter"):
+        parse_url("emu://rc?cell.=1")
+    with pytest.raises(ValueError, match="runtime"):  # not a URL option (the env var is)
+        parse_url("emu://rc?runtime=/tmp")
+
+
 def test_mismatching_running_board_is_an_error(url: str) -> None:
     with serial.serial_for_url(url + "&board=u3", timeout=2) as port:
         with pytest.raises(serial.SerialException, match="already running"):
@@ -137,7 +169,7 @@ def test_owner_close_ends_emulator(url: str, rt: Path) -> None:
     assert echo(port, b"x") == b"x"
     port.close()
     assert find_emulator("u5") is None
-    assert not launcher._pid_alive(pid)
+    assert not pid_alive(pid)
     assert not (rt / "u5.json").exists()
 
 
@@ -211,7 +243,7 @@ def _hello_info(port: serial.SerialBase, timeout: float = 20.0) -> tuple[Any, ..
 
 
 @pytest.mark.skipif(
-    not (launcher.firmware_dir() / "main.py").exists(), reason="firmware/main.py not written yet"
+    not (firmware_dir() / "main.py").exists(), reason="firmware/main.py not written yet"
 )
 def test_real_firmware_hello_info(rt: Path) -> None:
     port = serial.serial_for_url("emu://rc?board=fw1&seed=3&owner=1", timeout=0.2)

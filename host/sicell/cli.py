@@ -29,6 +29,7 @@ from sicell.client import (
     CalEntry,
     Status,
 )
+from sicell.emulator import cmdline as emu_cmdline
 from sicell.errors import (
     EXIT_BUG,
     EXIT_ERROR,
@@ -567,40 +568,15 @@ def report(dbs: tuple[Path, ...], out: Path) -> None:
 # ---- emulate --------------------------------------------------------------------------------
 @cli.command()
 @click.argument("cell")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--board", help="board id (default <cell>-<seed>)")
-@click.option("--realtime", is_flag=True, help="pace virtual time to the wall clock")
-@click.option(
-    "--linger",
-    type=float,
-    default=600.0,
-    show_default=True,
-    help="seconds without a host before exiting (0 = never)",
-)
-@click.option("--flash-dir", type=click.Path(file_okay=False), help="the board's flash directory")
-def emulate(
-    cell: str,
-    seed: int,
-    board: str | None,
-    realtime: bool,
-    linger: float,
-    flash_dir: str | None,
-) -> None:
+@emu_cmdline.click_options(("seed", "board", "realtime", "linger", "flash_dir"))
+def emulate(cell: str, **options: Any) -> None:
     """Run an emulated board (the real firmware under MicroPython) in the foreground.
 
     It prints the pseudo-terminal to connect to; other sicell commands reach it with
     --port emu://CELL?board=ID (or the printed /dev/pts path).
     """
     launcher = importlib.import_module("sicell.emulator.launcher")
-    code = launcher.run_emulator(
-        cell,
-        seed=seed,
-        board=board,
-        realtime=realtime,
-        linger=linger,
-        flash_dir=flash_dir,
-        print_fn=click.echo,
-    )
+    code = launcher.run_emulator(cell, print_fn=click.echo, **options)
     if code:
         raise click.exceptions.Exit(int(code))
 

@@ -21,7 +21,7 @@
     │   └── StoreSchemaError          not a sicell run database this code can read or write
     ├── EmulatorError                 an emulated board (also a serial.SerialException, so a
     │   │                             pyserial user of ``emu://`` catches it as any port error)
-    │   ├── EmulatorConfigError       bad emulator options (also a ValueError; exit 2)
+    │   ├── EmulatorConfigError       bad emulator options (also a UsageError, ValueError)
     │   ├── EmulatorBusyError         another launcher owns that board id
     │   ├── EmulatorStartError        the launcher did not come up
     │   └── ControlError              a launcher's control socket refused or is gone
@@ -126,7 +126,7 @@ class LinkLostError(TransportError):
 
 class BoardError(SicellError):
     """The board refused a request with a NACK; ``code``/``detail`` as on the wire and
-    ``description`` the NACK in words (``sicell.client.describe_nack``)."""
+    ``description`` the NACK in words (``sicell.nack.describe_nack``)."""
 
     def __init__(
         self, request: int, code: int, detail: int, port: str = "", description: str = ""
@@ -191,10 +191,8 @@ class EmulatorError(SicellError, serial.SerialException):  # type: ignore[misc]
     """Base of the emulator's errors; a ``serial.SerialException`` for pyserial users."""
 
 
-class EmulatorConfigError(EmulatorError, ValueError):
+class EmulatorConfigError(EmulatorError, UsageError, ValueError):
     """Bad emulator options (URL query, command line, keyword arguments)."""
-
-    exit_code = EXIT_USAGE
 
 
 class EmulatorBusyError(EmulatorError):

@@ -25,6 +25,7 @@ from sicell.errors import (
     PortNotFoundError,
     PortOpenError,
     TransportError,
+    UsageError,
     VersionMismatchError,
 )
 from sicell.protocol import framing, messages
@@ -143,6 +144,8 @@ def open_port(
         if is_url(port):
             return serial.serial_for_url(port, **kwargs)
         return serial.Serial(port, exclusive=exclusive, **kwargs)
+    except UsageError:
+        raise  # a handler of ours (emu://) refused its options, and said so in one line
     except ValueError as e:
         # serial_for_url: unknown scheme, or a handler refusing its arguments.
         raise PortOpenError(f"{port}: {e}") from e
