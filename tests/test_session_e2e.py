@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sicell import schema
 from sicell.emulator import launcher
 from sicell.protocol import messages as M
 from sicell.schedule import parse_schedule
@@ -71,7 +72,7 @@ FAST = SessionOptions(
 
 
 def _db_seqs(db: Path) -> tuple[list[int], list[int]]:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    con = schema.connect_readonly(db)
     try:
         s = [r[0] for r in con.execute("SELECT seq FROM samples ORDER BY seq")]
         e = [r[0] for r in con.execute("SELECT seq FROM events ORDER BY seq")]
@@ -98,7 +99,7 @@ class AckSpy:
         if not self.db.exists():
             self.violations.append(f"ACK {seq} before the database exists")
             return
-        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=5)
+        con = schema.connect_readonly(self.db)
         try:
             n = 0
             for table in ("samples", "events"):
@@ -216,6 +217,36 @@ def test_host_restart_resumes_without_loss(tmp_path: Path, boards: list[FakeBoar
     assert not spy.violations
 
 
+def test_resume_in_a_directory_with_uri_characters(tmp_path: Path, boards: list[FakeBoard]) -> None:
+    """``#``, ``?`` and a space in the folder name: the run is counted and resumed from the
+    right file, and no stray file appears next to it."""
+    d = tmp_path / "urit#1 ?x"
+    d.mkdir()
+    db = d / "run.db"
+    fb = FakeBoard(n_samples=300, record_interval=0.002)
+    boards.append(fb)
+    url = fb.serve_tcp()
+    first = RunSession.new(parse_schedule(FAKE_TOML), url, db, options=FAST)
+
+    def detach() -> None:
+        while fb.samples_made < 100:
+            time.sleep(0.01)
+        first.request_stop()
+
+    threading.Thread(target=detach, daemon=True).start()
+    with pytest.raises(Detached):
+        first.run()
+    stored = len(_all_seqs(db))
+    assert stored > 0
+    second = RunSession.resume(db, url, options=FAST)
+    summary = second.run()
+    _expect_complete(db, 300)
+    assert summary.samples == 300 and summary.events == 2  # those stored before count too
+    assert summary.first_seq == 1 and summary.last_seq == 302
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["urit#1 ?x"]
+    assert sorted(p.name for p in d.iterdir() if not p.name.startswith("run.db")) == []
+
+
 def test_refuses_board_with_a_run(tmp_path: Path, boards: list[FakeBoard]) -> None:
     fb = FakeBoard(state=M.ST_RUNNING, run_id=0xABCDEF01)
     boards.append(fb)
@@ -308,6 +339,29 @@ def test_run_many_boards(tmp_path: Path, boards: list[FakeBoard]) -> None:
         assert r.error is None, r.error
         assert r.summary is not None
         _expect_complete(tmp_path / f"b{k}.db", 200 + 50 * k)
+
+
+def test_summary_lines_account_for_every_missing_seq(tmp_path: Path) -> None:
+    from sicell.session import RunSummary
+
+    base = {"db_path": tmp_path / "r.db", "board": "b", "run_id": 1, "state": "done"}
+    rest = {"end_reason": None, "samples": 10, "events": 2, "first_seq": 1, "last_seq": 20}
+    clean = RunSummary(**base, **rest, elapsed_s=5.0)
+    assert "each exactly once" in "\n".join(clean.lines())
+    odd = RunSummary(
+        **base,
+        **rest,
+        elapsed_s=5.0,
+        decimated=3,
+        lost_seqs=1,
+        reset_skipped=4,
+        cycles_error="ValueError: no samples",
+    )
+    text = "\n".join(odd.lines())
+    assert "8 missing" in text and "1 records lost" in text
+    assert "decimated by the board while no host listened: 3 records" in text
+    assert "skipped at board resets: 4 seqs" in text
+    assert "cycle table not available: ValueError: no samples" in text
 
 
 # ---- emulator end to end --------------------------------------------------------------------

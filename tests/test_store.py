@@ -20,8 +20,11 @@ from sicell.store import (
     EventRecord,
     RunStore,
     SampleRecord,
+    StoredExtent,
     StoreFullError,
     StoreSchemaError,
+    read_events,
+    read_extent,
 )
 
 META = {
@@ -174,6 +177,49 @@ def test_add_converts_and_is_replay_safe(store: RunStore, tmp_path: Path) -> Non
     assert run.reference_offset_v == 0.62
     assert run.steps[0].label == "lith"
     assert [e.seq for e in run.events] == [10, 15]
+
+
+def test_extent(store: RunStore, tmp_path: Path) -> None:
+    assert store.extent() == StoredExtent(0, 0, None, None, None, None)
+    end = EventRecord.from_wire(9, (90, 0, messages.EV_RUN_END, 0, 0, 0, 1, 0))
+    store.add([sample(4), sample(7)], [event(5), end])
+    want = StoredExtent(samples=2, events=2, first_seq=4, last_seq=9, last_t_s=70.0, end_seq=9)
+    assert store.extent() == want
+    assert read_extent(tmp_path / "run.db") == want  # read-only, while the writer is open
+
+
+def test_odd_directory_names(tmp_path: Path) -> None:
+    """``#``, ``?`` and spaces in the path are part of the file name, not of a URI: the
+    read-only readers find the run (a naive ``file:`` URI would open a stray empty file)."""
+    d = tmp_path / "urit#1 ?x"
+    d.mkdir()
+    db = d / "run.db"
+    with RunStore.create(db, META, STEPS) as s:
+        s.add([sample(1), sample(2)], [event(3)])
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    assert read_extent(db).samples == 2
+    assert len(load_run(db)) == 2 and [e.seq for e in load_run(db).events] == [3]
+    with RunStore.open(db) as s:
+        assert s.count() == (2, 1)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # no stray files
+
+
+def test_one_event_record_class(store: RunStore, tmp_path: Path) -> None:
+    """The analysis loader gives the store's own records, the reason included."""
+    store.add([], [event(10)])
+    store.close()
+    run = load_run(tmp_path / "run.db")
+    assert run.events == [event(10)] and type(run.events[0]) is EventRecord
+
+
+def test_read_events_without_reasons_table(tmp_path: Path) -> None:
+    """A database from another writer (schema.DDL only) reads with reason 0."""
+    con = sqlite3.connect(tmp_path / "plain.db")
+    con.executescript(schema.DDL)
+    con.execute("INSERT INTO events VALUES (1, 0.5, 3, 'step_start', 0, 0, 7, 0)")
+    con.commit()
+    assert read_events(con) == [EventRecord(1, 0.5, 3, "step_start", 0, 0, 7, 0, 0)]
+    con.close()
 
 
 def test_add_is_one_transaction(store: RunStore) -> None:

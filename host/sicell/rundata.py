@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sicell import schema
+from sicell.store import EventRecord, read_events
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -32,20 +33,6 @@ F_GAP = 0x40
 
 # Step kinds during which no current flows (the cell rests or the relay is open).
 REST_KINDS = frozenset({"rest", "ocv"})
-
-
-@dataclass(frozen=True)
-class Event:
-    """One row of the ``events`` table."""
-
-    seq: int
-    t_s: float
-    code: int
-    name: str
-    step: int
-    cycle: int
-    value: int
-    aux: int
 
 
 @dataclass(frozen=True)
@@ -91,7 +78,7 @@ class RunData:
     cycle: IntArray
     range_idx: IntArray
     flags: IntArray
-    events: list[Event] = field(default_factory=list)
+    events: list[EventRecord] = field(default_factory=list)
     steps: dict[int, StepDef] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
@@ -127,7 +114,7 @@ class RunData:
         flags: Any = None,
         seq: Any = None,
         steps: Mapping[int, StepDef] | None = None,
-        events: list[Event] | None = None,
+        events: list[EventRecord] | None = None,
         meta: Mapping[str, Any] | None = None,
     ) -> RunData:
         """Build a run in memory (tests, benchmarks, data from other sources).
@@ -285,12 +272,7 @@ def load_run(path: str | Path) -> RunData:
             "FROM samples ORDER BY seq"
         )
         rec = np.fromiter(cur, dtype=_SAMPLE_DTYPE)
-        events = [
-            Event(int(s), float(t), int(c), str(nm), int(st), int(cy), int(v), int(a))
-            for s, t, c, nm, st, cy, v, a in con.execute(
-                "SELECT seq, t_s, code, name, step, cycle, value, aux FROM events ORDER BY seq"
-            )
-        ]
+        events = read_events(con)
         steps = {
             int(i): StepDef(
                 int(i),

@@ -17,6 +17,9 @@ the reset cause...) that ``schema.py``'s ``events`` table has no column for. The
 it in an extra table, ``event_reasons(seq INTEGER PRIMARY KEY, reason INTEGER NOT NULL)``,
 one row per event (``events`` itself is exactly as in ``schema.py``, so readers of the
 documented layout are unaffected); ``RunStore.events()`` joins it back.
+
+The record classes (``SampleRecord``, ``EventRecord``) live in ``sicell.records`` and are
+imported from here; ``read_extent`` and ``read_events`` read a database without a writer.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from typing import Any
 from sicell import schema
 from sicell.errors import StoreFullError, StoreSchemaError
 from sicell.protocol import messages
-from sicell.schedule import CONVENTIONS
+from sicell.records import EventRecord, SampleRecord, event_name
 
 __all__ = [
     "EVENT_REASONS_DDL",
@@ -45,6 +48,10 @@ __all__ = [
     "SampleRecord",
     "StoreFullError",
     "StoreSchemaError",
+    "StoredExtent",
+    "event_name",
+    "read_events",
+    "read_extent",
 ]
 
 EVENT_REASONS_DDL = """
@@ -53,76 +60,6 @@ CREATE TABLE IF NOT EXISTS event_reasons (
     reason INTEGER NOT NULL         -- EVENT reason field (messages.RE_*, SE_*, SF_*, ...)
 );
 """
-
-
-@dataclass(frozen=True)
-class SampleRecord:
-    """One recorded point in SI units (s, V, A, Ah); current + = lithiation."""
-
-    seq: int
-    t_s: float
-    voltage_v: float
-    current_a: float
-    charge_ah: float
-    step: int
-    cycle: int
-    range: int
-    flags: int
-
-    @classmethod
-    def from_wire(cls, seq: int, fields: tuple[int, ...]) -> SampleRecord:
-        """From ``messages.unpack(SAMPLE, payload)``: (t_s, t_ms, v_uv, i_na, q_nah, step,
-        cycle, range, flags) → s, V, A, Ah."""
-        t_s, t_ms, v_uv, i_na, q_nah, step, cycle, rng, flags = fields
-        return cls(
-            seq=int(seq),
-            t_s=t_s + t_ms * 1e-3,
-            voltage_v=v_uv * 1e-6,
-            current_a=i_na * 1e-9,
-            charge_ah=q_nah * 1e-9,
-            step=int(step),
-            cycle=int(cycle),
-            range=int(rng),
-            flags=int(flags),
-        )
-
-
-@dataclass(frozen=True)
-class EventRecord:
-    """One board event; ``name`` from ``messages.EVENT_NAMES``, ``reason`` as on the wire."""
-
-    seq: int
-    t_s: float
-    code: int
-    name: str
-    step: int
-    cycle: int
-    value: int
-    aux: int
-    reason: int = 0
-
-    @classmethod
-    def from_wire(cls, seq: int, fields: tuple[int, ...]) -> EventRecord:
-        """From ``messages.unpack(EVENT, payload)``: (t_s, t_ms, code, reason, step, cycle,
-        value, aux)."""
-        t_s, t_ms, code, reason, step, cycle, value, aux = fields
-        return cls(
-            seq=int(seq),
-            t_s=t_s + t_ms * 1e-3,
-            code=int(code),
-            name=event_name(int(code)),
-            step=int(step),
-            cycle=int(cycle),
-            value=int(value),
-            aux=int(aux),
-            reason=int(reason),
-        )
-
-
-def event_name(code: int) -> str:
-    """The event's name (``messages.EVENT_NAMES``), ``event_<code>`` for unknown codes."""
-    name: str | None = messages.EVENT_NAMES.get(code)
-    return name if name is not None else f"event_{code}"
 
 
 def _is_full(exc: sqlite3.Error) -> bool:
@@ -201,6 +138,8 @@ class RunStore:
         except BaseException:
             p.unlink(missing_ok=True)
             raise
+        from sicell.schedule import CONVENTIONS  # here: readers of a store need no schedules
+
         all_meta: dict[str, Any] = {"schema_version": schema.SCHEMA_VERSION}
         all_meta["conventions"] = dict(CONVENTIONS)
         all_meta.update(meta)
@@ -427,15 +366,13 @@ class RunStore:
         """All events with their reasons, by seq."""
         with self._lock:
             self._check_open()
-            rows = self._con.execute(
-                "SELECT e.seq, e.t_s, e.code, e.name, e.step, e.cycle, e.value, e.aux, "
-                "coalesce(r.reason, 0) FROM events e LEFT JOIN event_reasons r USING (seq) "
-                "ORDER BY e.seq"
-            ).fetchall()
-        return [
-            EventRecord(int(s), float(t), int(c), str(n), int(st), int(cy), int(v), int(a), int(r))
-            for s, t, c, n, st, cy, v, a, r in rows
-        ]
+            return read_events(self._con)
+
+    def extent(self) -> StoredExtent:
+        """Counts, seq range, last test time and run end of what is stored."""
+        with self._lock:
+            self._check_open()
+            return _extent(self._con)
 
     def samples(self, from_seq: int | None = None) -> list[SampleRecord]:
         """Stored samples by seq (from ``from_seq`` on when given)."""
@@ -459,6 +396,9 @@ class RunStore:
             raise ValueError(f"{self.path}: the run store is closed")
 
     def _rollback(self) -> None:
+        # Called while the error that failed the transaction propagates; SQLite may already
+        # have rolled back itself (e.g. after SQLITE_FULL), and a failing ROLLBACK must not
+        # hide that error.
         try:
             if self._con.in_transaction:
                 self._con.execute("ROLLBACK")
@@ -480,6 +420,68 @@ class RunStore:
             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
                 off = float(v)
         self._offset = off
+
+
+@dataclass(frozen=True)
+class StoredExtent:
+    """What a run database holds, in a few numbers."""
+
+    samples: int
+    events: int
+    first_seq: int | None  # lowest stored seq (samples and events)
+    last_seq: int | None  # highest stored seq
+    last_t_s: float | None  # latest test time of a sample
+    end_seq: int | None  # seq of the last EV_RUN_END
+
+
+def _extent(con: sqlite3.Connection) -> StoredExtent:
+    ns = int(con.execute("SELECT count(*) FROM samples").fetchone()[0])
+    ne = int(con.execute("SELECT count(*) FROM events").fetchone()[0])
+    lo, hi = con.execute(
+        "SELECT min(s), max(s) FROM (SELECT seq AS s FROM samples UNION ALL "
+        "SELECT seq AS s FROM events)"
+    ).fetchone()
+    (t,) = con.execute("SELECT max(t_s) FROM samples").fetchone()
+    (end,) = con.execute(
+        "SELECT max(seq) FROM events WHERE code = ?", (messages.EV_RUN_END,)
+    ).fetchone()
+    return StoredExtent(
+        samples=ns,
+        events=ne,
+        first_seq=None if lo is None else int(lo),
+        last_seq=None if hi is None else int(hi),
+        last_t_s=None if t is None else float(t),
+        end_seq=None if end is None else int(end),
+    )
+
+
+def read_extent(path: str | os.PathLike[str]) -> StoredExtent:
+    """:meth:`RunStore.extent` of a run database, read-only (safe while a client logs)."""
+    con = schema.connect_readonly(Path(path))
+    try:
+        return _extent(con)
+    finally:
+        con.close()
+
+
+def read_events(con: sqlite3.Connection) -> list[EventRecord]:
+    """Every event of a run database by seq, with its reason (0 where none is stored: a
+    database written before the ``event_reasons`` table, or by another writer)."""
+    has_reasons = con.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'event_reasons'"
+    ).fetchone()
+    if has_reasons:
+        q = (
+            "SELECT e.seq, e.t_s, e.code, e.name, e.step, e.cycle, e.value, e.aux, "
+            "coalesce(r.reason, 0) FROM events e LEFT JOIN event_reasons r USING (seq) "
+            "ORDER BY e.seq"
+        )
+    else:
+        q = "SELECT seq, t_s, code, name, step, cycle, value, aux, 0 FROM events ORDER BY seq"
+    return [
+        EventRecord(int(s), float(t), int(c), str(n), int(st), int(cy), int(v), int(a), int(r))
+        for s, t, c, n, st, cy, v, a, r in con.execute(q)
+    ]
 
 
 def _opt(x: float | None) -> float | None:

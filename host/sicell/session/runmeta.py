@@ -1,0 +1,125 @@
+"""The run database's metadata as a session writes and reads it, and small naming helpers."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import math
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from sicell.client import BoardInfo
+from sicell.errors import ScheduleError
+from sicell.protocol import schedule as wire_schedule
+
+
+def short_port_name(port: str) -> str:
+    """A port as a display name: a URL without its options (emu://rc), a device as it is."""
+    if "://" in port:
+        base, _, query = port.partition("?")
+        for part in query.split("&"):
+            if part.startswith("board="):
+                return f"{base} ({part[6:]})"
+        return base
+    return port
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def remove_db(path: Path) -> None:
+    """Delete a run database and its WAL companions (those that exist)."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(str(path) + suffix)
+
+
+def policy_name(blob: bytes) -> str:
+    """The host-loss policy of a compiled schedule blob."""
+    try:
+        policy = blob[5]
+    except IndexError:
+        return "unknown"
+    return {wire_schedule.P_DECIMATE: "decimate", wire_schedule.P_HOLD: "hold"}.get(
+        policy, str(policy)
+    )
+
+
+def new_run_meta(
+    sch: Any,
+    info: BoardInfo,
+    blob: bytes,
+    calibration: list[dict[str, int]],
+    *,
+    run_id: int,
+    port: str,
+    board_name: str,
+    extra: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The metadata a new run database starts with (schedule, board, calibration, run)."""
+    meta: dict[str, Any] = dict(sch.metadata())
+    meta.update(info.metadata())
+    meta.update(
+        {
+            "calibration": calibration,
+            "started_at": now_iso(),
+            "run_id": run_id,
+            "port": port,
+            "board_name": board_name,
+            "schedule_sha256": hashlib.sha256(blob).hexdigest(),
+            "host_loss_policy": policy_name(blob),
+        }
+    )
+    meta.update(extra)
+    return meta
+
+
+def schedule_facts(sch: Any, meta: Mapping[str, Any]) -> tuple[float, list[str], float | None]:
+    """(reference offset V, step kinds, estimated run time s) for the live display."""
+    off = meta.get("reference_offset_v")
+    offset = float(off) if isinstance(off, int | float) else 0.0
+    if sch is None:
+        return offset, [], None
+    try:
+        kinds = [str(row[1]) for row in sch.step_rows()]
+    except ScheduleError:  # a unit that needs metadata the schedule lacks
+        kinds = []
+    try:
+        est = sch.estimate_duration_s()
+    except ScheduleError:
+        est = None
+    estimate = float(est) if est is not None and math.isfinite(est) else None
+    return offset, kinds, estimate
+
+
+def parse_or_none(parse: Callable[[str], Any], text: str) -> Any:
+    """The schedule stored with a run, or None when this sicell cannot read it any more."""
+    try:
+        return parse(text)
+    except ScheduleError:
+        return None
+
+
+def _ranges(value: Any) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    if isinstance(value, list):
+        for r in value:
+            if isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) for x in r):
+                out.append((int(r[0]), int(r[1])))
+    return out
+
+
+def stored_gone(
+    meta: Mapping[str, Any],
+) -> tuple[int, list[tuple[int, int]], list[tuple[int, int]]]:
+    """(decimated count, lost ranges, reset-skip ranges) an earlier session recorded."""
+    dec = meta.get("decimated_records")
+    return (
+        dec if isinstance(dec, int) else 0,
+        _ranges(meta.get("lost_seqs")),
+        _ranges(meta.get("reset_skips")),
+    )
