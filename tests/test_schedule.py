@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from importlib import resources
@@ -763,18 +764,24 @@ def test_ir_corrected_cutoff() -> None:
         parse_schedule(HEAD + '[[step]]\nkind = "rest"\nduration_s = 1\nir_corrected = true\n')
 
 
-def test_docstring_reference_is_accurate() -> None:
-    """The vocabulary reference (the module docstring) shows an example and one-liners that
-    must all work as documented."""
-    import sicell.schedule as mod
+def test_schedule_dataclasses_are_built_by_keyword() -> None:
+    """Every spec and resolved-step dataclass takes keywords only (``BoardLimits`` and
+    ``Reference`` keep their short positional form)."""
+    from sicell.schedule import model
 
-    doc = mod.__doc__ or ""
-    start = doc.index('    name = "paper-cycling"')
-    example = "\n".join(line[4:] for line in doc[start : doc.index("Top level")].splitlines())
-    _, steps = decode(parse_schedule(example).compile())
-    assert steps[-1][0][6] == 99
-    block = doc[doc.index("One-liners") :]
-    one_liners = [ln.strip().split('"')[1] for ln in block.splitlines() if ln.startswith('    "')]
-    assert len(one_liners) == 8
-    for text in one_liners:
-        parse_schedule(HEAD + f'[[step]]\nstep = "{text}"\n').compile()
+    classes = [
+        model.Potential,
+        model.CurrentValue,
+        model.ChargeValue,
+        model.RecordSpec,
+        model.LimitSpec,
+        model.StepSpec,
+        model.SafetySpec,
+        model.ControlSpec,
+        model.ResolvedStep,
+        Schedule,
+    ]
+    for cls in classes:
+        assert all(f.kw_only for f in dataclasses.fields(cls)), cls.__name__
+    with pytest.raises(TypeError):
+        model.RecordSpec(1.0)  # type: ignore[misc]

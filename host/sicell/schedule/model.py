@@ -1,0 +1,223 @@
+"""The schedule's data: board limits, values as written, step specs and resolved steps."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sicell.units import REFERENCES, Reference, to_cell_v, to_li_v
+
+__all__ = [
+    "CONVENTIONS",
+    "DEFAULT_LIMITS",
+    "PERMISSIVE",
+    "REFERENCES",
+    "BoardLimits",
+    "ChargeValue",
+    "ControlSpec",
+    "CurrentValue",
+    "LimitSpec",
+    "Potential",
+    "RecordSpec",
+    "Reference",
+    "ResolvedStep",
+    "SafetySpec",
+    "StepSpec",
+    "Vs",
+    "WireLimit",
+]
+
+CONVENTIONS: dict[str, str] = {
+    "current_sign": "positive current = lithiation of the working electrode (Si)",
+    "charging": "lithiation is 'charging' of the Si anode; delithiation is 'discharging'",
+    "capacity": "capacity accumulates per half-cycle and resets at each half-cycle start",
+    "cycle_start": "a cycle starts with a lithiation step",
+    "voltage": "voltage_v is the cell voltage (working minus counter electrode), V",
+    "potential_vs_li": "we_v = voltage_v + reference_offset_v (working electrode vs Li+/Li), V",
+    "step_index": "0-based schedule step index, as compiled for the board",
+}
+"""The sign and bookkeeping conventions (DESIGN.md §5) written into every log's metadata."""
+
+Vs = Literal["Li", "cell"]
+"""What a potential is given against: the Li+/Li couple or the cell (WE − CE)."""
+
+WireLimit = tuple[int, int, int, int, int]
+"""One end condition or limit in wire terms: (quantity, op, action, value, target)."""
+
+
+@dataclass(frozen=True)
+class BoardLimits:
+    """What the hardware can do: the cell-voltage window, the compliance voltage of the current
+    source and the full-scale currents of its ranges (ascending)."""
+
+    v_min_v: float
+    v_max_v: float
+    compliance_v: float
+    ranges_a: tuple[float, ...]
+
+    @property
+    def i_max_a(self) -> float:
+        """Full scale of the top range, A."""
+        return max(self.ranges_a) if self.ranges_a else 0.0
+
+    @classmethod
+    def from_info(cls, info: Mapping[str, Any]) -> BoardLimits:
+        """From INFO fields (``messages.LAYOUTS`` names; ``v_min_uv``, ``v_max_uv``,
+        ``compliance_uv`` in µV) plus ``ranges_na`` (full-scale currents in nA, range order)."""
+        ranges = tuple(float(r) * 1e-9 for r in info["ranges_na"])
+        return cls(
+            v_min_v=int(info["v_min_uv"]) * 1e-6,
+            v_max_v=int(info["v_max_uv"]) * 1e-6,
+            compliance_v=int(info["compliance_uv"]) * 1e-6,
+            ranges_a=ranges,
+        )
+
+
+DEFAULT_LIMITS = BoardLimits(
+    v_min_v=-2.0, v_max_v=2.0, compliance_v=4.5, ranges_a=(10e-6, 100e-6, 1e-3, 10e-3)
+)
+"""The documented board (DESIGN.md §3): ±2.0 V window, ±4.5 V compliance, 10 µA … 10 mA."""
+
+PERMISSIVE = BoardLimits(v_min_v=-1e9, v_max_v=1e9, compliance_v=math.inf, ranges_a=(math.inf,))
+"""Limits that never refuse anything (resolution without checks)."""
+
+
+# ---- values as written ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Potential:
+    """A potential as written: ``value`` V vs Li+/Li (``vs="Li"``) or cell volts."""
+
+    value: float
+    vs: Vs
+    key: str
+
+    def cell_v(self, ref: Reference) -> float:
+        return to_cell_v(self.value, ref) if self.vs == "Li" else self.value
+
+    def describe(self, ref: Reference) -> str:
+        if self.vs == "Li":
+            return (
+                f"{self.key} = {self.value:g} V vs Li ({self.cell_v(ref):+.4f} V cell with "
+                f"{ref.name} at {ref.offset_v:g} V)"
+            )
+        return f"{self.key} = {self.value:g} V cell ({to_li_v(self.value, ref):.4f} V vs Li)"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CurrentValue:
+    """A current as written: ``kind`` abs (A), density (A/cm²) or c_rate (multiple of 1C)."""
+
+    kind: Literal["abs", "density", "c_rate"]
+    value: float
+    key: str
+    raw: Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChargeValue:
+    """A charge as written: abs (Ah), per_g (Ah/g) or per_cm2 (Ah/cm²)."""
+
+    kind: Literal["abs", "per_g", "per_cm2"]
+    value: float
+    key: str
+    raw: Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordSpec:
+    """Recording criteria (None = inherit)."""
+
+    dt_s: float | None = None
+    dv_mv: float | None = None
+    di_ua: float | None = None
+    dq_uah: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LimitSpec:
+    """A conditional limit as written (``quantity``, ``op``, ``action``: wire codes)."""
+
+    quantity: int
+    op: int
+    value: float | Potential | CurrentValue | ChargeValue
+    key: str
+    action: int
+    goto: str | None
+
+
+@dataclass(kw_only=True)
+class StepSpec:
+    """One ``[[step]]`` as written (units not yet resolved)."""
+
+    index: int
+    kind: str
+    label: str | None = None
+    text: str | None = None  # the one-liner, when used
+    current: CurrentValue | None = None
+    direction: int | None = None  # +1 lithiation, -1 delithiation, None = from the sign
+    until_v: Potential | None = None
+    hold_v: Potential | None = None
+    duration_s: float | None = None
+    until_current: CurrentValue | None = None
+    until_charge: ChargeValue | None = None
+    until_dvdt_v_s: float | None = None
+    dvdt_key: str | None = None
+    limits: list[LimitSpec] = field(default_factory=list)
+    loop_to: str | None = None
+    loop_passes: int | None = None  # total passes of the block
+    record: RecordSpec = field(default_factory=RecordSpec)
+    range: int | Literal["auto"] | None = None
+    new_cycle: bool = False
+    ir_corrected: bool = False
+
+    def where(self) -> str:
+        lab = f"'{self.label}', " if self.label else ""
+        return f"step {self.index} ({lab}{self.kind})"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SafetySpec:
+    """``[safety]`` as written; None = the board's hardware value."""
+
+    v_min: Potential | None = None
+    v_max: Potential | None = None
+    i_max_a: float | None = None
+    i_max_key: str | None = None
+    temp_max_c: float | None = None
+    debounce_s: float = 0.5
+
+
+@dataclass(frozen=True, kw_only=True)
+class ControlSpec:
+    """``[control]``: loop periods and the buffer policy while the host is away."""
+
+    tick_ms: int = 100
+    slow_tick_ms: int = 1000
+    host_loss: Literal["decimate", "hold"] = "decimate"
+
+
+# ---- in board terms ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResolvedStep:
+    """A step in board terms (SI floats before rounding to wire units)."""
+
+    index: int
+    kind: str
+    label: str
+    current_a: float | None = None  # signed, + = lithiation
+    v_set_v: float | None = None  # cell volts
+    range: int  # index or wire.RANGE_AUTO
+    flags: int = 0
+    loop_target: int = 0
+    loop_count: int = 0  # additional passes (wire meaning)
+    record: tuple[int, int, int, int]  # dt ms, dV µV, dI nA, dQ nAh
+    limits: tuple[WireLimit, ...] = ()
+    cutoff_v: float | None = None  # cell volts of the CC cutoff, for checks and estimates
+    charge_ah: float | None = None  # |Q| end condition
+    duration_s: float | None = None
