@@ -1,8 +1,8 @@
 """Per-range calibration of the front end, stored as ``calibration.json`` in the current
 directory (the board's flash root; always a relative path).
 
-Channels per range: 0 = voltage measurement (offset in uV), 1 = current measurement
-(offset in nA), 2 = current set point / DAC (offset in nA).  Every entry is the forward
+Channels per range (messages.CH_*): 0 = voltage measurement (offset in uV), 1 = current
+measurement (offset in nA), 2 = current set point / DAC (offset in nA).  Every entry is the forward
 model of the hardware, ``output = input * gain + offset`` with gain in ppm of 1
 (1_000_000 = unity):
     ch 0: raw reading uV = true uV * gain + offset  ->  true = (raw - offset) / gain

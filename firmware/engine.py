@@ -27,6 +27,9 @@
 # integrated with the current measured at its end (the source held that current over the
 # interval). Exact integer arithmetic with remainders (nAh = nA*ms / 3,600,000), all
 # intermediates below 2**30 so nothing is boxed on the RP2040 either.
+#
+# Wire ids: protocol/ defines them; the const() copies below (and in engine_*.py) carry the
+# protocol name, and tests/test_wire_ids.py checks every copy against protocol's value.
 
 from array import array
 
@@ -105,7 +108,7 @@ _RE_LIMIT = const(1)
 _RE_SAFETY = const(2)
 _RE_HOST = const(3)
 _RE_HOLD = const(4)
-_SE_ABORT = const(0)  # step cut short by a safety trip or a firmware error (value = SF_* / err)
+_SE_ABORT = const(0)  # step cut short by a safety trip or a fault (value = SF_* / FAULT_*)
 _SE_TIME = const(1)
 _SE_LIMIT = const(2)
 _SE_CUTOFF = const(3)
@@ -123,14 +126,11 @@ _SF_COMPLIANCE = const(5)
 _E_STATE = const(5)
 _E_NO_SCHEDULE = const(9)
 
-# firmware error ids (_EV_ERROR reason, NACK E_INTERNAL detail)
-ERR_TICK = const(1)
-ERR_LINK = const(2)
-ERR_FLASH = const(3)
-ERR_FRONTEND = const(4)
-ERR_LOOP = const(5)
-ERR_SCHEDULE = const(6)
-ERR_COMMAND = const(7)
+# reset causes (messages.RC_*)
+_RC_POWER_ON = const(0)
+
+# firmware fault ids (fault()'s ``err``, the _EV_ERROR reason) are messages.FAULT_*; callers
+# keep their own const copies (main.py, engine_step.py) or use the protocol name (link.py)
 
 # tuning
 MIN_TICK_MS = const(5)  # shortest control tick a schedule may ask for
@@ -245,7 +245,7 @@ class Engine:
         self.l_vms = array("H", z)
         self.lim0 = 0  # the current step's limits: l_*[lim0 : lim0 + nlim]
         self.nlim = 0
-        self.policy = 0
+        self.policy = _P_DECIMATE
         self.tick_ms = 100
         self.slow_ms = 1000
         self.deb = 0
@@ -256,7 +256,7 @@ class Engine:
         self.persist_dirty = False
         self.active = False  # a run is in progress (persisted: survives resets)
         self.errors = 0
-        self.reset_cause = 0
+        self.reset_cause = _RC_POWER_ON
         self._reset_run()
         self.t_last = self.clk.ticks_ms()
         self.due = self.t_last
@@ -486,7 +486,8 @@ class Engine:
         return 0
 
     def fault(self, err, detail=0):
-        # Unexpected exception in the loop: safe state, _EV_ERROR, run ends (no crash loop).
+        # Unexpected exception in the loop: safe state, _EV_ERROR (reason = ``err``, a
+        # messages.FAULT_* id; value = ``detail``), a run in progress ends (no crash loop).
         try:
             self.fe.safe()
         except Exception:

@@ -40,7 +40,7 @@ _Q_V = const(1)
 _REC_CAP_MS = const(1000000000)
 _RE_SAFETY = const(2)
 _R_MAX = const(10000000)  # Ω, CV plant estimate bounds
-_SE_ABORT = const(0)  # step cut short by a safety trip or a firmware error (value = SF_* / err)
+_SE_ABORT = const(0)  # step cut short by a safety trip or a fault (value = SF_* / FAULT_*)
 _SF_COMPLIANCE = const(5)
 _SF_IMAX = const(3)
 _SF_TEMP = const(4)

@@ -13,7 +13,7 @@ _A_END = const(2)
 _A_GOTO = const(1)
 _A_NEXT = const(0)
 _CV_ARM_TICKS = const(10)  # current-decay limits of a CV phase armed after this many ticks
-_ERR_LOOP = const(5)
+_FAULT_LOOP = const(5)
 _EV_CUTOFF = const(5)
 _EV_LIMIT = const(6)
 _EV_RUN_END = const(2)
@@ -154,7 +154,7 @@ def _goto(self, idx, frm):
             break
         guard += 1
         if guard > 4 * self.n_steps + 16:
-            self.fault(_ERR_LOOP, idx)
+            self.fault(_FAULT_LOOP, idx)
             return
         if loopc[idx] < self.s_lcnt[idx]:
             loopc[idx] += 1

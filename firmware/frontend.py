@@ -23,10 +23,16 @@ the only allocation).
 
 import time
 from machine import I2C, Pin
+from micropython import const
 
 import board
 import calibration
 import drivers
+
+# calibration channels: const() copies of messages.CH_* (tests/test_wire_ids.py ties them)
+_CH_VOLTAGE = const(0)
+_CH_CURRENT = const(1)
+_CH_SETPOINT = const(2)
 
 
 def _gcd(a, b):
@@ -152,16 +158,16 @@ class Frontend:
         # because (I - offset) * mid would be a big int (an allocation) on the RP2040
         r = self.range
         cal = self.cal
-        off = cal.off[r][2]
+        off = cal.off[r][_CH_SETPOINT]
         mid = self._mid
-        code = mid + int(round((i_nA - off) * cal.inv[r][2] * self._lsb_inv[r]))
+        code = mid + int(round((i_nA - off) * cal.inv[r][_CH_SETPOINT] * self._lsb_inv[r]))
         if code < 0:
             code = 0
         elif code > self._max:
             code = self._max
         self.dac.write(code)
         self.set_nA = i_nA
-        act = int(round((code - mid) * self._lsb[r] * cal.gf[r][2])) + off
+        act = int(round((code - mid) * self._lsb[r] * cal.gf[r][_CH_SETPOINT])) + off
         self.cmd_nA = act
         return act
 
@@ -178,8 +184,8 @@ class Frontend:
         self.v_raw_uV = v
         self.i_raw_nA = i
         cal = self.cal
-        v = calibration.correct(v, cal.off[r][0], cal.k[r][0])
-        i = calibration.correct(i, cal.off[r][1], cal.k[r][1])
+        v = calibration.correct(v, cal.off[r][_CH_VOLTAGE], cal.k[r][_CH_VOLTAGE])
+        i = calibration.correct(i, cal.off[r][_CH_CURRENT], cal.k[r][_CH_CURRENT])
         self.v_uV = v
         self.i_nA = i
         self.v_clipped = vc
@@ -224,7 +230,7 @@ class Frontend:
 
     def set_cal(self, rng, channel, offset, gain_ppm):
         self.cal.set(rng, channel, offset, gain_ppm)
-        if channel == 2 and rng == self.range and self.set_nA:
+        if channel == _CH_SETPOINT and rng == self.range and self.set_nA:
             self._apply(self.set_nA)
 
     def save_cal(self):

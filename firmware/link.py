@@ -95,7 +95,7 @@ class Link:
                 self.rx_frames += 1
                 self.handle()
             elif dfr.error is not None:
-                self._nack(0, 0, M.E_FRAME, dfr.error.code)
+                self._nack(M.REQ_NONE, 0, M.E_FRAME, dfr.error.code)
             if self.want_repl or self.want_reset:
                 break
         self.rx_bytes += n
@@ -114,7 +114,7 @@ class Link:
                 self.rx_frames += 1
                 self.handle()
             elif dfr.error is not None:
-                self._nack(0, 0, M.E_FRAME, dfr.error.code)
+                self._nack(M.REQ_NONE, 0, M.E_FRAME, dfr.error.code)
 
     def _send(self, typ, seq, payload):
         self.io.write(self.enc.encode(typ, seq, payload))
@@ -154,7 +154,7 @@ class Link:
         if (d.version >> 4) != F.PROTO_MAJOR:
             self._nack(typ, rid, M.E_VERSION, F.VERSION_BYTE)
             return
-        if typ >= 0x40 or typ not in M.LAYOUTS:
+        if typ >= M.FIRST_BOARD_TYPE or typ not in M.LAYOUTS:
             self._nack(typ, rid, M.E_UNKNOWN_TYPE, typ)
             return
         if M.check_length(typ, len(pay)):
@@ -166,7 +166,7 @@ class Link:
             self.errors += 1
             self.last_error = e
             if typ in (M.START, M.RESUME, M.PAUSE, M.STOP):
-                self.eng.fault(7, typ)  # engine.ERR_COMMAND: safe state
+                self.eng.fault(M.FAULT_COMMAND, typ)  # safe state, EV_ERROR
             self._nack(typ, rid, M.E_INTERNAL, typ)
 
     def _reply_rc(self, typ, rid, rc):
@@ -258,7 +258,7 @@ class Link:
             if self._busy():
                 self._nack(typ, rid, M.E_STATE, self.eng.state)
                 return
-        if rng >= self.eng.n_ranges or ch > 2:
+        if rng >= self.eng.n_ranges or ch > M.CH_SETPOINT:
             self._nack(typ, rid, M.E_RANGE, rng if rng >= self.eng.n_ranges else ch)
             return
         try:
@@ -338,7 +338,7 @@ class Link:
             try:
                 self.rs.save_blob(blob)
             except Exception:
-                eng.fault(3, 0)  # engine.ERR_FLASH: logged; the schedule stays loaded in RAM
+                eng.fault(M.FAULT_FLASH, 0)  # logged; the schedule stays loaded in RAM
         self._ok(typ, rid)
 
     # ---- payloads ----------------------------------------------------------------------

@@ -16,6 +16,14 @@
 import gc
 import time
 
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
 HEAP_KEEP = 32000  # bytes left free after boot: schedule.decode of a 64-step, 4-limit schedule
 # builds ~30 KB of tuples on a 64-bit port (~15 KB on the RP2040), plus flash writes and frames
 BOOT_REST = 8000  # what the link takes after the ring is sized
@@ -24,10 +32,18 @@ RING_MAX = 4096
 POLL_ACTIVE_MS = 20  # link poll period while the host is talking
 POLL_IDLE_MS = 100  # ... and when it has been quiet for ACTIVE_WINDOW_MS
 ACTIVE_WINDOW_MS = 2000
-ERR_TICK = 1
-ERR_LINK = 2
-ERR_FLASH = 3
-ERR_FRONTEND = 4
+
+# wire ids: const() copies of the protocol names (tests/test_wire_ids.py ties them)
+_FAULT_TICK = const(1)  # messages.FAULT_* (EV_ERROR reason)
+_FAULT_LINK = const(2)
+_FAULT_FLASH = const(3)
+_FAULT_FRONTEND = const(4)
+_RC_POWER_ON = const(0)  # messages.RC_* (INFO.reset_cause, EV_INTERRUPTED reason)
+_RC_WATCHDOG = const(1)
+_RC_SOFT = const(2)
+_RC_BROWNOUT = const(3)
+_CAP_EMULATOR = const(0x40)  # messages.CAP_* (INFO.caps)
+_CAP_WDT = const(0x80)
 
 
 class _DeadFrontend:
@@ -96,14 +112,14 @@ def _reset_cause(machine):
     try:
         rc = machine.reset_cause()
     except Exception:
-        return 0
+        return _RC_POWER_ON
     if rc == getattr(machine, "WDT_RESET", -1):
-        return 1  # messages.RC_WATCHDOG
+        return _RC_WATCHDOG
     if rc == getattr(machine, "SOFT_RESET", -1) or rc == getattr(machine, "HARD_RESET", -1):
-        return 2  # messages.RC_SOFT
+        return _RC_SOFT
     if rc == getattr(machine, "BROWNOUT_RESET", -1):
-        return 3
-    return 0  # power on
+        return _RC_BROWNOUT
+    return _RC_POWER_ON
 
 
 def _board_id(machine, cfg):
@@ -201,12 +217,12 @@ def boot(fe=None, cfg=None, io=None, clock=None, machine=None, wdt=True):
     except Exception:
         pass
     if fe_err is not None:
-        eng.fault(ERR_FRONTEND, 0)
+        eng.fault(_FAULT_FRONTEND, 0)
     caps = 0
     if w is not None:
-        caps |= 0x80  # CAP_WDT
+        caps |= _CAP_WDT
     if cfg and ("emulator" in cfg or hasattr(machine, "_W")):
-        caps |= 0x40  # CAP_EMULATOR
+        caps |= _CAP_EMULATOR
     lk = linkmod.Link(eng, fe, io=io, board_id=_board_id(machine, cfg or {}), caps=caps, rs=rs)
     gc.collect()
     return {"fe": fe, "eng": eng, "ring": rg, "link": lk, "rs": rs, "wdt": w, "cfg": cfg}
@@ -243,7 +259,7 @@ def loop(b, clock=None, max_passes=-1):
                 except Exception:
                     pass
                 if tick_errors <= 4 or not (tick_errors & (tick_errors - 1)):
-                    eng.fault(ERR_TICK, _line(e))
+                    eng.fault(_FAULT_TICK, _line(e))
                 d = 1000 * tick_errors
                 eng.t_last = ticks_ms()
                 eng._due(60000 if d > 60000 else d)
@@ -253,14 +269,14 @@ def loop(b, clock=None, max_passes=-1):
         except Exception as e:
             lk.errors += 1
             lk.dfr.reset()
-            eng.fault(ERR_LINK, _line(e))
+            eng.fault(_FAULT_LINK, _line(e))
         if lk.want_repl:
             fe.safe()
             return
         if lk.want_reset:
             _reset(fe)
         if rs.housekeeping(eng, rg.next_seq) < 0:
-            eng.fault(ERR_FLASH, rs.failures)
+            eng.fault(_FAULT_FLASH, rs.failures)
         if w is not None:
             w.feed()
         now = ticks_ms()

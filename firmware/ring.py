@@ -34,9 +34,9 @@ _SHIFT = const(7)  # log2(CHUNK_SLOTS)
 _MASK = const(127)
 _PAY = const(8)
 _KEEP = const(1)
-T_SAMPLE = const(0x44)
-T_EVENT = const(0x45)
-_F_GAP = const(0x40)
+_SAMPLE = const(0x44)  # messages.SAMPLE
+_EVENT = const(0x45)  # messages.EVENT
+_F_GAP = const(0x40)  # messages.F_GAP
 SAMPLE_SIZE = const(24)
 EVENT_SIZE = const(20)
 DEFAULT_CAPACITY = const(1024)
@@ -132,7 +132,7 @@ class Ring:
         if self.gap:
             flags |= _F_GAP
             self.gap = False
-        o = self._alloc(T_SAMPLE, _KEEP if keep else 0)
+        o = self._alloc(_SAMPLE, _KEEP if keep else 0)
         struct.pack_into(_SAMPLE_FMT, self.cb, o + _PAY, t_s, t_ms, v, i, q, step, cycle, rng, flags)
         return True
 
@@ -141,7 +141,7 @@ class Ring:
         if self.count >= self.capacity:
             self.lost += 1
             return False
-        o = self._alloc(T_EVENT, _KEEP)
+        o = self._alloc(_EVENT, _KEEP)
         b = self.cb
         struct.pack_into(_EVENT_FMT, b, o + _PAY, t_s, t_ms, code, reason, step, cycle, value, aux)
         o += _PAY + EVENT_SIZE
@@ -213,7 +213,7 @@ class Ring:
         b = self.cb
         typ = b[off]
         seq = b[off + 4] | (b[off + 5] << 8) | (b[off + 6] << 16) | (b[off + 7] << 24)
-        n = SAMPLE_SIZE if typ == T_SAMPLE else EVENT_SIZE
+        n = SAMPLE_SIZE if typ == _SAMPLE else EVENT_SIZE
         return typ, seq, self.mvs[self.ci][off + _PAY : off + _PAY + n]
 
     # ---- host-loss policy: decimate ------------------------------------------------------
@@ -237,7 +237,7 @@ class Ring:
                 s -= cap
             sb = chunks[s >> _SHIFT]
             so = (s & _MASK) << 5
-            if sb[so] == T_SAMPLE:
+            if sb[so] == _SAMPLE:
                 if not (sb[so + 1] & _KEEP):
                     toggle = not toggle
                     if not toggle:

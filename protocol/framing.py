@@ -39,7 +39,7 @@ MAX_RAW = HEADER_SIZE + MAX_PAYLOAD + CRC_SIZE
 # COBS adds one byte per 254 and we add two delimiters.
 MAX_ENCODED = MAX_RAW + MAX_RAW // 254 + 1 + 2
 
-# FrameError codes (also used as NACK codes for framing problems)
+# FrameError codes (also NACK E_FRAME's detail)
 E_EMPTY = 1
 E_COBS = 2
 E_SHORT = 3

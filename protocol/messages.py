@@ -6,6 +6,11 @@ on the board, sequence numbers u32. Every payload is a fixed struct; INFO, SCHED
 SCHED_DATA carry a variable tail after the fixed part (described per message).
 
 Host -> board ids are 0x01..0x3F, board -> host ids are 0x40..0x7F.
+
+Every wire-visible id is defined here or in schedule.py (step kinds, limit quantities,
+comparisons, actions, policies, schedule validation codes) or framing.py (framing errors), once.
+The firmware keeps ``const()`` copies (``const`` needs a literal); tests/test_wire_ids.py ties
+each copy to the value here.
 """
 
 import struct
@@ -52,6 +57,7 @@ OK = 0x46  # echo of the request type; frame seq echoes the request id
 NACK = 0x47  # request type, error code, detail
 CAL = 0x48
 SCHED_DATA = 0x49
+FIRST_BOARD_TYPE = 0x40  # ids from here up go board -> host; requests are below
 
 # ---- layouts ------------------------------------------------------------------------------
 # fixed-part struct formats, field names, and whether a variable tail follows
@@ -177,7 +183,9 @@ E_NO_SCHEDULE = 9  # START without a loaded schedule
 E_TOO_LARGE = 10  # schedule larger than the board's buffer (detail = max bytes)
 E_SEQ_GONE = 11  # REPLAY from a seq no longer held (detail = oldest seq held)
 E_BUSY = 12
-E_INTERNAL = 13  # unexpected firmware exception (detail = firmware error id)
+E_INTERNAL = 13  # firmware exception handling the request (detail = the request type; for
+#                  START / PAUSE / RESUME / STOP the board also logs EV_ERROR FAULT_COMMAND)
+REQ_NONE = 0  # NACK.request of a frame too broken to have a type (E_FRAME)
 
 ERROR_NAMES = {
     E_FRAME: "malformed frame",
@@ -219,20 +227,26 @@ STATE_NAMES = (
 
 # ---- EVENT codes and reasons --------------------------------------------------------------
 EV_RUN_START = 1  # value = run_id
-EV_RUN_END = 2  # reason: RE_*
-EV_STEP_START = 3  # value = step kind
-EV_STEP_END = 4  # reason: SE_*, value = limit index or 0, aux = step charge nAh
-EV_CUTOFF = 5  # voltage cutoff: value = V at detection µV, aux = overshoot past cutoff µV
-EV_LIMIT = 6  # conditional limit tripped: value = measured quantity, aux = limit index
-EV_SAFETY = 7  # safety trip: reason SF_*, value = measured quantity
-EV_HOST_LOSS = 8  # ring full with host silent: reason = policy, value = records affected
-EV_ERROR = 9  # reason = firmware error id, value = detail
-EV_INTERRUPTED = 10  # run interrupted by a board reset: reason = reset cause, value = run_id
-EV_PAUSED = 11
-EV_RESUMED = 12
+EV_RUN_END = 2  # reason: RE_*, value = run_id
+EV_STEP_START = 3  # value = step kind (schedule.K_*), aux = loop count
+EV_STEP_END = 4  # reason: SE_*, value = limit index (SE_ABORT: the SF_* or FAULT_* id), aux =
+#                  step charge nAh
+EV_CUTOFF = 5  # voltage cutoff: reason = limit index, value = V at detection µV, aux =
+#                overshoot past cutoff µV
+EV_LIMIT = 6  # conditional limit tripped: reason = quantity (schedule.Q_*), value = measured
+#               quantity, aux = limit index
+EV_SAFETY = 7  # safety trip: reason SF_*, value = measured quantity, aux = debounce ms
+EV_HOST_LOSS = 8  # ring full with host silent: reason = policy (schedule.P_*), value = records
+#                   affected
+EV_ERROR = 9  # firmware fault: reason = FAULT_* id, value = detail (see FAULT_*), aux = faults
+#               since boot
+EV_INTERRUPTED = 10  # run interrupted by a board reset: reason = reset cause (RC_*), value =
+#                      run_id, aux = step
+EV_PAUSED = 11  # value = step
+EV_RESUMED = 12  # reason = RE_HOLD after a host-loss hold (else 0), value = step
 EV_RANGE = 13  # autorange switched: value = new range index
 EV_DECIMATED = 14  # host-loss policy decimate: value = records dropped so far
-EV_STOPPED = 15  # stopped by the host
+EV_STOPPED = 15  # stopped by the host: value = run_id
 
 EVENT_NAMES = {
     EV_RUN_START: "run_start",
@@ -258,6 +272,7 @@ RE_SAFETY = 2
 RE_HOST = 3  # STOP from the host
 RE_HOLD = 4  # host-loss hold
 
+SE_ABORT = 0  # cut short by a safety trip (value = SF_*) or a firmware fault (value = FAULT_*)
 SE_TIME = 1
 SE_LIMIT = 2  # a conditional limit (value = limit index)
 SE_CUTOFF = 3
@@ -271,6 +286,28 @@ SF_VMAX = 2
 SF_IMAX = 3
 SF_TEMP = 4
 SF_COMPLIANCE = 5
+
+# ---- firmware fault ids (EV_ERROR reason) ---------------------------------------------------
+# What went wrong inside the firmware; the board goes safe, and a run in progress ends (step end
+# SE_ABORT, run end RE_SAFETY). Not the schedule validation codes (schedule.ERR_*, carried in
+# NACK E_SCHEDULE's detail): the two namespaces share numbers, never names.
+FAULT_TICK = 1  # exception in the engine tick: value = source line
+FAULT_LINK = 2  # exception while serving the link: value = source line
+FAULT_FLASH = 3  # flash write failed: value = failures in a row (0: the schedule copy)
+FAULT_FRONTEND = 4  # front end missing or broken at boot: runs cannot start
+FAULT_LOOP = 5  # LOOP steps jumping without ever entering a step: value = step index
+FAULT_SCHEDULE = 6  # schedule unusable after loading (reserved: not raised by firmware 0.1)
+FAULT_COMMAND = 7  # exception in START / PAUSE / RESUME / STOP: value = request type
+
+FAULT_NAMES = {
+    FAULT_TICK: "exception in the control tick",
+    FAULT_LINK: "exception in the link",
+    FAULT_FLASH: "flash write failed",
+    FAULT_FRONTEND: "front end not available",
+    FAULT_LOOP: "runaway loop in the schedule",
+    FAULT_SCHEDULE: "schedule unusable",
+    FAULT_COMMAND: "exception in a run command",
+}
 
 # ---- SAMPLE flags -------------------------------------------------------------------------
 F_STEP_FIRST = 0x01  # first point of a step
@@ -296,6 +333,12 @@ RC_POWER_ON = 0
 RC_WATCHDOG = 1
 RC_SOFT = 2
 RC_BROWNOUT = 3
+
+# ---- calibration channels (CAL_GET / CAL_SET channel) ---------------------------------------
+# Each is the forward model of the hardware, output = input × gain + offset.
+CH_VOLTAGE = 0  # voltage measurement: raw µV = true µV × gain + offset
+CH_CURRENT = 1  # current measurement: raw nA = true nA × gain + offset
+CH_SETPOINT = 2  # current set point: actual nA = commanded nA × gain + offset
 
 _SIZES: "dict[int, int]" = {}
 for _k in LAYOUTS:

@@ -92,7 +92,9 @@ A_END = 2  # end the run
 P_DECIMATE = 0  # drop every other old point (never step boundaries) to make room
 P_HOLD = 1  # open the relay, keep the cell at rest until the host returns
 
-# validation error codes (NACK E_SCHEDULE detail = step << 8 | code)
+# validation error codes (NACK E_SCHEDULE detail = step << 8 | code, step 0xFFFF = the header;
+# see ScheduleError.nack_detail / split_nack_detail). Not the firmware's fault ids
+# (messages.FAULT_*), which share numbers, never names.
 ERR_MAGIC = 1
 ERR_VERSION = 2
 ERR_LENGTH = 3
@@ -143,6 +145,12 @@ class ScheduleError(ValueError):
 
     def nack_detail(self) -> int:
         return ((self.step & 0xFFFF) << 8) | self.code
+
+
+def split_nack_detail(detail: int) -> "tuple[int, int]":
+    """(step, ERR_* code) of a NACK E_SCHEDULE detail; step -1 = the header."""
+    step = (detail >> 8) & 0xFFFF
+    return (-1 if step == 0xFFFF else step), detail & 0xFF
 
 
 def encode(header: "Header", steps: "list[Step]") -> bytes:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from sicell.protocol import messages as M
 
 from tests.mputil import FW, MICROPYTHON_OK, MP_DIR, ROOT, needs_mp, run_mp_json
 
@@ -111,7 +112,7 @@ def test_cc_charge_matches_i_times_t() -> None:
 def test_safety_trip_within_debounce(deb: int) -> None:
     r = run_mp_json("eng_t_cut.py", "safety")["deb%d" % deb]
     print(r)
-    assert r["state"] == 5 and r["reason"] == 1  # ST_TRIPPED, SF_VMIN
+    assert r["state"] == M.ST_TRIPPED and r["reason"] == M.SF_VMIN
     assert not r["connected"] and r["i_after"] == 0
     # relay opened at the debounce after the true crossing (ticks land on the predicted
     # crossing of the safety window, so detection lags by ~1 ms)
@@ -128,7 +129,7 @@ def test_nested_loops_and_goto() -> None:
     print(r)
     # outer loop count 3 -> 4 passes; inner count 2 -> 3 passes each; goto skips step 7
     assert r["starts"] == [4, 12, 12, 0, 4, 0, 2, 0, 2, 0, 1, 0]
-    assert r["run_end"] == 1  # RE_LIMIT: step 10's END action
+    assert r["run_end"] == M.RE_LIMIT  # step 10's END action
     assert r["cycles_max"] == 11  # 12 lithiation steps, each after a delithiation but the first
 
 
@@ -151,10 +152,10 @@ def test_cv_stable_without_oscillation(cv: dict, case: str) -> None:
     assert r["v_err_max_after_30s"] <= 100  # µV
     assert r["f_cv_all"]
     if case == "rc_leak":
-        assert r["end_reason"] == 1  # time: the leak keeps a steady current
+        assert r["end_reason"] == M.SE_TIME  # the leak keeps a steady current
         assert 235000 <= r["i_end"] <= 245000  # 300 mV / 1250 Ω = 240 µA
     else:
-        assert r["end_reason"] == 4  # SE_CURRENT: tapered to the end current
+        assert r["end_reason"] == M.SE_CURRENT  # tapered to the end current
 
 
 @needs_mp
@@ -167,7 +168,7 @@ def test_cc_cv_one_step() -> None:
     assert r["cv_i_min"] >= 0
     assert r["cv_v_err_max"] <= 100
     assert r["sign_changes_big"] == 0
-    assert r["end_reason"] == 4 and r["i_end"] <= 567
+    assert r["end_reason"] == M.SE_CURRENT and r["i_end"] <= 567
 
 
 @needs_mp
@@ -180,7 +181,7 @@ def test_cc_cutoff_then_cc_cv_at_the_same_voltage(case: str) -> None:
     assert r["n_cv"] == r["n_step"] and r["n_cv"] >= 5
     assert r["signs"] == 1
     assert r["worst_rise"] <= 0.01 * r["i0"]
-    assert r["end_reason"] == 4 and 234000 <= r["i_last"] <= 260000
+    assert r["end_reason"] == M.SE_CURRENT and 234000 <= r["i_last"] <= 260000
     assert r["v_err_max"] <= 10000
 
 
@@ -188,7 +189,7 @@ def test_cc_cutoff_then_cc_cv_at_the_same_voltage(case: str) -> None:
 def test_rest_ends_on_dvdt() -> None:
     r = run_mp_json("eng_t_cv.py", "rest_dvdt")
     print(r)
-    assert r["end_reason"] == 5  # SE_DVDT
+    assert r["end_reason"] == M.SE_DVDT
     assert 0 <= abs(r["dvdt_board"]) <= 20
     # polarisation 113 mV relaxing with tau 60 s: |dV/dt| = 20 µV/s after 60*ln(1890/20) = 273 s
     assert 255 <= r["t_rest_s"] <= 295
@@ -203,7 +204,7 @@ def test_tick_does_not_allocate() -> None:
         c = r[case]
         assert c["alloc_failures"] == 0, (case, c["first_fail"])
         assert c["seq_errors"] == 0
-        assert c["state"] == 4
+        assert c["state"] == M.ST_DONE
         assert c["step_starts"] == c["step_ends"] == c["firsts"] == c["lasts"]
         assert c["lost"] == 0
     assert r["decimate"]["decimated_events"] > 0 and r["decimate"]["gap_flags"] > 0
@@ -344,29 +345,30 @@ def test_random_schedules_properties(blob: bytes, r: int, c: int, cap: int, ack:
     class Sink(H.Count):
         def append(self, rec):
             super().append(rec)
-            if rec[0] == "E" and rec[3] == 4:
+            if rec[0] == "E" and rec[3] == M.EV_STEP_END:
                 ends.append(rec[8])
 
     sink = Sink()
     budget = 20 * 60 * 1000
     t_end = clk.t + budget
     n = 0
-    while clk.t < t_end and eng.state not in (4, 5, 8) and n < 200000:
+    over = (M.ST_DONE, M.ST_TRIPPED, M.ST_STOPPED)
+    while clk.t < t_end and eng.state not in over and n < 200000:
         d = clk.ticks_diff(eng.due, clk.ticks_ms())
         assert d <= 60000
         if d > 0:
             clk.advance(d)
         eng.tick()
         n += 1
-        if ack or eng.state == 6:
+        if ack or eng.state == M.ST_HOLD:
             H.drain(eng.ring, sink, True)
     H.drain(eng.ring, sink, True)
     hyp.event("end state %d" % eng.state)
     assert sink.seq_errors == 0  # seq strictly increasing
     assert eng.ring.lost == 0
-    starts = sink.ev.get(3, 0)
-    n_end = sink.ev.get(4, 0)
-    if eng.state in (4, 5):
+    starts = sink.ev.get(M.EV_STEP_START, 0)
+    n_end = sink.ev.get(M.EV_STEP_END, 0)
+    if eng.state in (M.ST_DONE, M.ST_TRIPPED):
         assert starts == n_end
         assert sink.firsts == starts and sink.lasts == n_end
         assert fe.connected is False and fe.i_cmd == 0  # run over: safe
@@ -375,6 +377,6 @@ def test_random_schedules_properties(blob: bytes, r: int, c: int, cap: int, ack:
     # charge: the step totals add up to what the cell really passed (to the nAh; autorange
     # re-quantising the DAC inside an interval costs a fraction of a nAh per switch)
     q_true = fe.q / 3600000.0
-    q_board = sum(ends) + (eng.q_step if eng.state not in (4, 5, 8) else 0)
-    switches = sink.ev.get(13, 0)
+    q_board = sum(ends) + (eng.q_step if eng.state not in over else 0)
+    switches = sink.ev.get(M.EV_RANGE, 0)
     assert abs(q_board - q_true) <= 2 + switches + 1e-6 * abs(q_true), (q_board, q_true)

@@ -73,11 +73,11 @@ def test_frame_errors_are_nacked(scen) -> None:
     st, _ = scen
     assert ctl(st["ping_before_hello"])[0][:3] == ("PONG", 1, 7)
     assert ctl(st["status_before_hello"])[0][:3] == ("STATUS", 2, M.ST_IDLE)
-    assert nack(st["garbage"]) == [(0, M.E_FRAME, F.E_COBS)]
-    assert nack(st["truncated"])[0][:2] == (0, M.E_FRAME)
+    assert nack(st["garbage"]) == [(M.REQ_NONE, M.E_FRAME, F.E_COBS)]
+    assert nack(st["truncated"])[0][:2] == (M.REQ_NONE, M.E_FRAME)
     bit = ctl(st["bitflip"])
     assert [r[0] for r in bit] == ["NACK"] and bit[0][3] == M.E_FRAME  # never executed
-    assert nack(st["oversized"]) == [(0, M.E_FRAME, F.E_LONG)]
+    assert nack(st["oversized"]) == [(M.REQ_NONE, M.E_FRAME, F.E_LONG)]
     assert nack(st["unknown_type"]) == [
         (0x3E, M.E_UNKNOWN_TYPE, 0x3E),
         (M.SAMPLE, M.E_UNKNOWN_TYPE, M.SAMPLE),
@@ -169,7 +169,7 @@ def test_cal_garbage_storm_and_repl(scen) -> None:
     st, info = scen
     assert ctl(st["cal_idle"]) == [
         ("OK", 917, M.CAL_SET),
-        ("CAL", 918, 1, 0, 5, 1000100),
+        ("CAL", 918, 1, M.CH_VOLTAGE, 5, 1000100),
         ("OK", 919, M.CAL_SAVE),
     ]
     assert info["saved"] == 1

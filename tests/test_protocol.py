@@ -323,26 +323,29 @@ def test_schedule_decoder_on_corrupted_blob(
         assert str(e)  # always a message naming the problem
 
 
+GOTO_7 = (schedule.Q_V, schedule.OP_LE, schedule.A_GOTO, 0, 7)
+
+
 @pytest.mark.parametrize(
     ("mutate", "code", "text"),
     [
         (
-            lambda h, s: (h, [((1, 0, 0, 20_000_000, 0, 0, 0, 0, 0, 0, 0), [])]),
+            lambda h, s: (h, [((schedule.K_CC, 0, 0, 20_000_000, 0, 0, 0, 0, 0, 0, 0), [])]),
             schedule.ERR_CURRENT,
             "step 0: current",
         ),
         (
-            lambda h, s: (h, [((2, 0, 0, 0, 3_000_000, 0, 0, 0, 0, 0, 0), [])]),
+            lambda h, s: (h, [((schedule.K_CV, 0, 0, 0, 3_000_000, 0, 0, 0, 0, 0, 0), [])]),
             schedule.ERR_VOLTAGE,
             "step 0: voltage",
         ),
         (
-            lambda h, s: (h, [((5, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0), [])]),
+            lambda h, s: (h, [((schedule.K_LOOP, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0), [])]),
             schedule.ERR_LOOP,
             "step 0: loop",
         ),
         (
-            lambda h, s: (h, [((0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), [(1, 0, 1, 0, 7)])]),
+            lambda h, s: (h, [((schedule.K_REST, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), [GOTO_7])]),
             schedule.ERR_TARGET,
             "goto 7 of 1",
         ),
@@ -365,6 +368,13 @@ def test_schedule_errors_name_step_and_value(mutate: Any, code: int, text: str) 
         schedule.decode(schedule.encode(h, s), n_ranges=4)
     assert ei.value.code == code
     assert text in str(ei.value)
+
+
+@given(st.integers(-1, 0xFFFE), st.sampled_from(sorted(schedule.ERR_TEXT)))
+def test_schedule_nack_detail_round_trip(step: int, code: int) -> None:
+    detail = schedule.ScheduleError(code, step).nack_detail()
+    assert -(2**31) <= detail < 2**31  # fits NACK's i32 detail
+    assert schedule.split_nack_detail(detail) == (step, code)
 
 
 def test_schedule_safety_outside_hardware() -> None:

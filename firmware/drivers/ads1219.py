@@ -17,11 +17,11 @@ keeps |code * 125| < 2**30 (a small int on the RP2040).
 from micropython import const
 import time
 
-_RESET = const(0x06)
-_START = const(0x08)
-_RDATA = const(0x10)
-_RREG_STATUS = const(0x24)
-_WREG = const(0x40)
+_CMD_RESET = const(0x06)
+_CMD_START = const(0x08)
+_CMD_RDATA = const(0x10)
+_CMD_RREG_STATUS = const(0x24)
+_CMD_WREG = const(0x40)
 
 MUX = {'AIN0-AIN1': 0, 'AIN2-AIN3': 1, 'AIN1-AIN2': 2, 'AIN0-GND': 3, 'AIN1-GND': 4,
        'AIN2-GND': 5, 'AIN3-GND': 6, 'SHORTED': 7}
@@ -46,12 +46,12 @@ class ADS1219:
         self._cmd = bytearray(1)
         self.code = 0
         self.clipped = False
-        self.command(_RESET)
+        self.command(_CMD_RESET)
 
     def command(self, c):
         self._cmd[0] = c
         self.i2c.writeto(self.addr, self._cmd)
-        if c == _RESET:
+        if c == _CMD_RESET:
             self._cur = -1
 
     def config_byte(self, mux, gain=1):
@@ -62,7 +62,7 @@ class ADS1219:
         return (mux << 5) | (0x10 if gain == 4 else 0) | (self.dr_bits << 2)
 
     def setup(self, ch, mux, gain=1):
-        self._w[ch] = bytearray((_WREG, self.config_byte(mux, gain)))
+        self._w[ch] = bytearray((_CMD_WREG, self.config_byte(mux, gain)))
         self._shift[ch] = 11 if gain == 4 else 9
         if self._cur == ch:
             self._cur = -1
@@ -72,12 +72,12 @@ class ADS1219:
         return self._b1[0]
 
     def ready(self):
-        self.i2c.readfrom_mem_into(self.addr, _RREG_STATUS, self._b1)
+        self.i2c.readfrom_mem_into(self.addr, _CMD_RREG_STATUS, self._b1)
         return self._b1[0] & 0x80
 
     def result(self):
         b = self._b3
-        self.i2c.readfrom_mem_into(self.addr, _RDATA, b)
+        self.i2c.readfrom_mem_into(self.addr, _CMD_RDATA, b)
         c = (b[0] << 16) | (b[1] << 8) | b[2]
         if c & 0x800000:
             c -= 0x1000000
@@ -89,7 +89,7 @@ class ADS1219:
         if self._cur != ch:
             self.i2c.writeto(self.addr, self._w[ch])
             self._cur = ch
-        self.command(_START)
+        self.command(_CMD_START)
         time.sleep_us(self.wait_us)
         n = self.max_polls
         while not self.ready():

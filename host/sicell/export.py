@@ -35,6 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sicell import __version__, schema
+from sicell.protocol.messages import F_STEP_FIRST
 from sicell.schedule import CONVENTIONS
 
 __all__ = [
@@ -46,7 +47,6 @@ __all__ = [
     "sidecar_path",
 ]
 
-F_STEP_FIRST = 0x01  # messages.F_STEP_FIRST
 REST_KINDS = frozenset({"rest", "ocv", "loop"})
 
 BDF_COLUMNS: dict[str, str] = {

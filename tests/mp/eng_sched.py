@@ -5,8 +5,28 @@ import struct
 
 from protocol import schedule as S
 
+# copies of protocol.messages names (this runs on a 192K heap without importing messages;
+# tests/test_wire_ids.py ties every copy to the protocol's value)
 SAMPLE = 0x44
 EVENT = 0x45
+ST_RUNNING = 2
+ST_DONE = 4
+ST_TRIPPED = 5
+ST_HOLD = 6
+ST_STOPPED = 8
+EV_RUN_END = 2
+EV_STEP_START = 3
+EV_STEP_END = 4
+EV_CUTOFF = 5
+EV_SAFETY = 7
+EV_HOST_LOSS = 8
+EV_RESUMED = 12
+EV_DECIMATED = 14
+F_STEP_FIRST = 0x01
+F_STEP_LAST = 0x02
+F_CV = 0x04
+F_OPEN = 0x08
+F_GAP = 0x40
 
 
 def hdr(
@@ -37,7 +57,14 @@ def build(header, steps):
 
 
 def run(
-    eng, clock, max_ms, stop_states=(4, 5, 8), drain_into=None, ack=True, every=None, samples=True
+    eng,
+    clock,
+    max_ms,
+    stop_states=(ST_DONE, ST_TRIPPED, ST_STOPPED),
+    drain_into=None,
+    ack=True,
+    every=None,
+    samples=True,
 ):
     """Virtual main loop: jump the clock to the engine's next due time and tick, until
     ``max_ms`` of virtual time passed or the state is in ``stop_states``. Drains (and acks)
@@ -110,11 +137,11 @@ class Count:
             self.ev[r[3]] = self.ev.get(r[3], 0) + 1
         else:
             self.samples += 1
-            if r[9] & 1:
+            if r[9] & F_STEP_FIRST:
                 self.firsts += 1
-            if r[9] & 2:
+            if r[9] & F_STEP_LAST:
                 self.lasts += 1
-            if r[9] & 0x40:
+            if r[9] & F_GAP:
                 self.gaps += 1
 
     def __len__(self):

@@ -29,7 +29,7 @@ def cutoff(model, kw, i_na, v_lim, below, tick, slow, landing=True):
     t_cross, q_cross, _v_cross = crossing(
         model, kw, fe.i_cmd if sw is None else sw[2], v_lim, sw[0] - t0 + 10, below
     )
-    ev = H.events(recs, 5)[0]
+    ev = H.events(recs, H.EV_CUTOFF)[0]
     return {
         "over_uV": (v_lim - sw[1]) if below else (sw[1] - v_lim),
         "over_nAh_x1000": (sw[4] - q_cross) * 1000 // 3600000
@@ -77,7 +77,7 @@ def sc_cc_charge():
             [H.step(S.K_CC, iset=123457, rdt=60000, limits=[H.lim(S.Q_TIME, S.OP_GE, 3600000)])],
         )
         recs = go(eng, clk, blob, 4000000)
-        end = H.events(recs, 4)[0]
+        end = H.events(recs, H.EV_STEP_END)[0]
         q_true = fe.q  # nA*ms actually passed
         q_board, rem = eng.q_exact()
         out["noise%d" % noise] = {
@@ -113,7 +113,7 @@ def sc_safety():
         t_cc = cc[0]
         t_open = next(e for e in fe.trace if e[2] == cc[3] and e[3] == 0)[0]
         t_x, _, _ = crossing("rc", kw, cc[3], -300000, 10000, True)
-        trip = H.events(recs, 7)[0]
+        trip = H.events(recs, H.EV_SAFETY)[0]
         first_out = next(s for s in H.samples(recs) if s[3] < -300000)
         after = [s for s in H.samples(recs) if s[1] > trip[1]]
         out["deb%d" % deb] = {
@@ -123,7 +123,7 @@ def sc_safety():
             "connected": fe.connected,
             "i_after": fe.i_cmd,
             "n_after": len(after),
-            "after_open": all(s[9] & 0x08 for s in after),
+            "after_open": all(s[9] & H.F_OPEN for s in after),
             "after_i_max": max([abs(s[4]) for s in after]) if after else -1,
             "step2_ran": len(H.samples(recs, 2)) > 0,
             "reason": trip[4],
@@ -152,14 +152,14 @@ def sc_loops():
     clk, _fe, eng = make("rc", r_ohm=250, c_uf=1000000, v0_uv=0)
     recs = go(eng, clk, H.build(H.hdr(tick=50, slow=1000), steps), 100000000)
     counts = [0] * len(steps)
-    for e in H.events(recs, 3):
+    for e in H.events(recs, H.EV_STEP_START):
         counts[e[5]] += 1
-    cyc = [e[6] for e in H.events(recs, 3)]
+    cyc = [e[6] for e in H.events(recs, H.EV_STEP_START)]
     return {
         "starts": counts,
         "state": eng.state,
         "cycles_max": max(cyc),
-        "run_end": H.events(recs, 2)[0][4],
+        "run_end": H.events(recs, H.EV_RUN_END)[0][4],
     }
 
 

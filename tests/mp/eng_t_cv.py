@@ -32,7 +32,7 @@ class Agg:
         H.drain(eng.ring, buf, True)
         for r in buf:
             if r[0] == "E":
-                if r[3] == 4:
+                if r[3] == H.EV_STEP_END:
                     self.ends.append((r[5], r[4], r[8]))
                 continue
             if r[6] != self.step:
@@ -43,7 +43,7 @@ class Agg:
             self.n += 1
             self.t_last = t
             self.i_last = i
-            cv = fl & 0x04
+            cv = fl & H.F_CV
             if not cv:
                 self.f_cv_all = False
                 if self.t_cv0 >= 0:
@@ -220,10 +220,10 @@ def sc_cut_then_cccv():
         eng.start(1)
         recs = []
         H.run(eng, clk, 60000, drain_into=recs)
-        cv = [r for r in H.samples(recs, 2) if r[9] & 0x04]
+        cv = [r for r in H.samples(recs, 2) if r[9] & H.F_CV]
         mags = [abs(r[4]) for r in cv]
         rises = [mags[k + 1] - mags[k] for k in range(len(mags) - 1)]
-        end = [e for e in H.events(recs, 4) if e[5] == 2]
+        end = [e for e in H.events(recs, H.EV_STEP_END) if e[5] == 2]
         out["noisy" if noisy else "clean"] = {
             "n_cv": len(cv),
             "n_step": len(H.samples(recs, 2)),
@@ -253,7 +253,7 @@ def sc_rest_dvdt():
         ],
     )
     recs = go(eng, clk, blob, 10000000)
-    ends = H.events(recs, 4)
+    ends = H.events(recs, H.EV_STEP_END)
     rest = H.samples(recs, 1)
     last = rest[-3:]
     slope = (last[-1][3] - last[0][3]) * 1000 // max(1, last[-1][2] - last[0][2])

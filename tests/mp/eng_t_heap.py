@@ -83,7 +83,7 @@ def sc_heap(policy=0, ack=True, cap=1024):
     recs = H.Count()
     first_fail = None
     t_end = clk.t + 3000000
-    while clk.t < t_end and eng.state != 4:
+    while clk.t < t_end and eng.state != H.ST_DONE:
         d = clk.ticks_diff(eng.due, clk.ticks_ms())
         if d > 0:
             clk.advance(d)
@@ -98,7 +98,7 @@ def sc_heap(policy=0, ack=True, cap=1024):
             first_fail = (ticks, eng.state, eng.step, eng.kind)
         if ack:
             H.drain(rg, recs, True)
-        elif eng.state == 6 and ticks % 200 == 0:
+        elif eng.state == H.ST_HOLD and ticks % 200 == 0:
             H.drain(rg, recs, True)  # the host returns now and then
     if not ack:
         H.drain(rg, recs, True)
@@ -109,12 +109,12 @@ def sc_heap(policy=0, ack=True, cap=1024):
         "state": eng.state,
         "dropped": rg.dropped,
         "records": recs.n,
-        "decimated_events": recs.ev.get(14, 0),
-        "hold_events": recs.ev.get(8, 0),
-        "resumed_events": recs.ev.get(12, 0),
+        "decimated_events": recs.ev.get(H.EV_DECIMATED, 0),
+        "hold_events": recs.ev.get(H.EV_HOST_LOSS, 0),
+        "resumed_events": recs.ev.get(H.EV_RESUMED, 0),
         "seq_errors": recs.seq_errors,
-        "step_starts": recs.ev.get(3, 0),
-        "step_ends": recs.ev.get(4, 0),
+        "step_starts": recs.ev.get(H.EV_STEP_START, 0),
+        "step_ends": recs.ev.get(H.EV_STEP_END, 0),
         "firsts": recs.firsts,
         "lasts": recs.lasts,
         "gap_flags": recs.gaps,
@@ -148,7 +148,7 @@ def sc_timing():
     recs = H.Count()
     t_end = clk.t + 1200000
     gc.collect()
-    while clk.t < t_end and eng.state == 2:
+    while clk.t < t_end and eng.state == H.ST_RUNNING:
         d = clk.ticks_diff(eng.due, clk.ticks_ms())
         if d > 0:
             clk.advance(d)

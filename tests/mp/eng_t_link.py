@@ -91,7 +91,7 @@ def scenario(emit=None):
         ring=RG,
     )
     io = FakeIO()
-    lk = link.Link(eng, fe, io=io, board_id=b"\x01\x02\x03\x04\x05\x06\x07\x08", caps=0x80)
+    lk = link.Link(eng, fe, io=io, board_id=b"\x01\x02\x03\x04\x05\x06\x07\x08", caps=M.CAP_WDT)
     out = []
 
     def step(label, data, ticks_ms=0):
@@ -190,9 +190,9 @@ def scenario(emit=None):
     step("status_running", frame(M.STATUS_REQ, 902))
     step(
         "cal_running",
-        frame(M.CAL_GET, 903, M.pack(M.CAL_GET, 1, 0))
-        + frame(M.CAL_SET, 904, M.pack(M.CAL_SET, 1, 0, 5, 1000100))
-        + frame(M.CAL_GET, 905, M.pack(M.CAL_GET, 9, 0)),
+        frame(M.CAL_GET, 903, M.pack(M.CAL_GET, 1, M.CH_VOLTAGE))
+        + frame(M.CAL_SET, 904, M.pack(M.CAL_SET, 1, M.CH_VOLTAGE, 5, 1000100))
+        + frame(M.CAL_GET, 905, M.pack(M.CAL_GET, 9, M.CH_VOLTAGE)),
     )
     step("repl_running", frame(M.ENTER_REPL, 906))
     last = RG.last_seq()
@@ -205,8 +205,8 @@ def scenario(emit=None):
     step("stop", frame(M.STOP, 915) + frame(M.STOP, 916), ticks_ms=1000)
     step(
         "cal_idle",
-        frame(M.CAL_SET, 917, M.pack(M.CAL_SET, 1, 0, 5, 1000100))
-        + frame(M.CAL_GET, 918, M.pack(M.CAL_GET, 1, 0))
+        frame(M.CAL_SET, 917, M.pack(M.CAL_SET, 1, M.CH_VOLTAGE, 5, 1000100))
+        + frame(M.CAL_GET, 918, M.pack(M.CAL_GET, 1, M.CH_VOLTAGE))
         + frame(M.CAL_SAVE, 919),
     )
     seed = 99
