@@ -7,18 +7,21 @@ import time
 from typing import Any
 
 import pytest
-from sicell.client import (
-    Board,
+from hypothesis import given
+from hypothesis import strategies as st
+from sicell.client import Board
+from sicell.errors import (
     BoardError,
     BoardTimeoutError,
-    CalEntry,
-    Record,
+    NoFirmwareError,
     ScheduleVerifyError,
-    describe_nack,
+    VersionMismatchError,
 )
+from sicell.nack import describe_nack
 from sicell.protocol import framing, messages
 from sicell.protocol import schedule as wire_schedule
-from sicell.transport import Link, NoFirmwareError, VersionMismatchError
+from sicell.replies import BoardInfo, CalEntry, Record, Status
+from sicell.transport import Link
 
 from tests.fakeboard import FakeBoard, sched_blob
 
@@ -90,6 +93,52 @@ def test_silence_means_no_firmware(fake: Any) -> None:
         Board.open(path, hello_timeout=0.6)
 
 
+# ---- typed replies --------------------------------------------------------------------------
+_INT_RANGES = {"B": (0, 0xFF), "H": (0, 0xFFFF), "I": (0, 0xFFFFFFFF), "i": (-(2**31), 2**31 - 1)}
+
+
+def _layout_values(msg_type: int) -> st.SearchStrategy[tuple[Any, ...]]:
+    """Any values that fit the fixed part of ``msg_type``'s wire layout."""
+    fmt = messages.LAYOUTS[msg_type][0].lstrip("<")
+    parts: list[st.SearchStrategy[Any]] = []
+    k = 0
+    while k < len(fmt):
+        if fmt[k].isdigit():  # "8s"
+            parts.append(st.binary(min_size=8, max_size=8))
+            k += 2
+        else:
+            parts.append(st.integers(*_INT_RANGES[fmt[k]]))
+            k += 1
+    return st.tuples(*parts)
+
+
+@given(_layout_values(M.STATUS))
+def test_status_takes_every_wire_field(values: tuple[Any, ...]) -> None:
+    f = dict(zip(M.LAYOUTS[M.STATUS][1], values, strict=True))
+    s = Status.from_payload(M.pack(M.STATUS, *values))
+    for name, v in f.items():
+        if name not in ("t_s", "t_ms"):
+            assert getattr(s, name) == v, name
+    assert s.t_s == f["t_s"] + f["t_ms"] / 1000.0
+
+
+@given(_layout_values(M.INFO), st.lists(st.integers(1, 2**31 - 1), max_size=6))
+def test_board_info_takes_every_wire_field(values: tuple[Any, ...], ranges: list[int]) -> None:
+    f = dict(zip(M.LAYOUTS[M.INFO][1], values, strict=True))
+    f["n_ranges"] = len(ranges)
+    info = BoardInfo.from_payload(M.pack_info(f.values(), ranges))
+    assert info.fw_version == (f["fw_major"], f["fw_minor"], f["fw_patch"])
+    assert info.ranges_na == tuple(ranges) and info.n_ranges == len(ranges)
+    assert info.fields == f
+    same = ("proto_major", "proto_minor", "caps", "v_min_uv", "v_max_uv", "compliance_uv")
+    same += ("ring_capacity", "tick_ms", "state", "reset_cause", "run_id")
+    for name in same:
+        assert getattr(info, name) == f[name], name
+    raw = f["board_id"].rstrip(b"\x00")
+    printable = bool(raw) and all(32 <= b < 127 for b in raw)
+    assert info.board_id == (raw.decode("ascii") if printable else f["board_id"].hex())
+
+
 # ---- requests -------------------------------------------------------------------------------
 def test_upload_and_verify(fake: Any) -> None:
     fb = fake()
@@ -143,6 +192,25 @@ def test_describe_nack_texts() -> None:
     assert describe_nack(99, 0) == "error 99"
 
 
+@pytest.mark.parametrize(
+    ("code", "detail", "text"),
+    [
+        (M.E_STATE, M.ST_RUNNING, "not allowed in the current state (board is running)"),
+        (M.E_STATE, 200, "not allowed in the current state (board is state 200)"),
+        (M.E_RANGE, -5, "value out of hardware range (value -5)"),
+        (M.E_VERSION, 0x21, "incompatible protocol version (board speaks 2.1)"),
+        (M.E_VERSION, 3, "incompatible protocol version (board speaks 3.x)"),
+        (M.E_FRAME, 1, "malformed frame (empty frame)"),
+        (M.E_FRAME, 250, "malformed frame"),
+        (M.E_CHECKSUM, 0, "schedule checksum mismatch"),
+        (M.E_CHECKSUM, 9, "schedule checksum mismatch (detail 9)"),
+        (99, 4, "error 99 (detail 4)"),
+    ],
+)
+def test_describe_nack_exact(code: int, detail: int, text: str) -> None:
+    assert describe_nack(code, detail) == text
+
+
 def test_retry_idempotent_after_lost_reply(fake: Any) -> None:
     fb = fake(mute={M.STATUS_REQ}, mute_count=2)
     with _open(fb.serve_tcp(), timeout=0.3) as b:
@@ -166,6 +234,22 @@ def test_non_idempotent_not_retried(fake: Any) -> None:
     with _open(fb.serve_tcp(), timeout=0.2) as b, pytest.raises(BoardTimeoutError):
         b.start(1)
     assert len([r for r in fb.received if r[0] == M.START]) == 1
+
+
+@pytest.mark.parametrize("lost", [M.SCHED_END, M.START, M.STOP], ids=M.NAMES.get)
+def test_lost_reply_to_a_request_the_board_acted_on_is_settled_by_status(
+    fake: Any, monkeypatch: pytest.MonkeyPatch, lost: int
+) -> None:
+    fb = fake()
+    ok = fb._ok
+    monkeypatch.setattr(fb, "_ok", lambda req, rid: None if req == lost else ok(req, rid))
+    with _open(fb.serve_tcp(), timeout=0.2) as b:
+        b.upload_schedule(sched_blob(3))
+        b.start(7)
+        assert b.status().run_id == 7
+        b.stop()
+        assert b.status().state == M.ST_STOPPED
+    assert len([r for r in fb.received if r[0] == lost]) == 1  # not resent
 
 
 def test_calibration_roundtrip(fake: Any) -> None:

@@ -5,6 +5,9 @@ frames until its reply arrives, and :meth:`Board.poll` reads whatever arrives. S
 records can arrive at any moment (also while waiting for a reply); each is handed to the record
 sink as a :class:`Record`. A NACK becomes a :class:`BoardError` that names the request and the
 error in words.
+
+The typed replies and name tables live in ``sicell.replies``, the NACK texts in ``sicell.nack``;
+the ones other modules import from here are re-exported.
 """
 
 from __future__ import annotations
@@ -12,9 +15,8 @@ from __future__ import annotations
 import contextlib
 import struct
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Collection
+from typing import TypedDict, Unpack
 
 from sicell.errors import (
     BoardError,
@@ -24,33 +26,40 @@ from sicell.errors import (
     TransportError,
     VersionMismatchError,
 )
+from sicell.nack import describe_nack, version_text
 from sicell.protocol import framing, messages
-from sicell.protocol import schedule as wire_schedule
+from sicell.replies import (
+    CHANNEL_NAMES,
+    CHANNELS,
+    BoardInfo,
+    CalEntry,
+    Nack,
+    NackSink,
+    Record,
+    RecordSink,
+    Status,
+    payload_fields,
+    state_name,
+)
 from sicell.transport import HOST_VERSION, Frame, Link
 
-RUNNING_STATES = (messages.ST_RUNNING, messages.ST_PAUSED, messages.ST_HOLD)
-TERMINAL_STATES = (
-    messages.ST_DONE,
-    messages.ST_TRIPPED,
-    messages.ST_INTERRUPTED,
-    messages.ST_STOPPED,
-)
-RESET_CAUSE_NAMES = {
-    messages.RC_POWER_ON: "power-on",
-    messages.RC_WATCHDOG: "watchdog",
-    messages.RC_SOFT: "soft reset",
-    messages.RC_BROWNOUT: "brown-out",
-}
-CAP_NAMES = {
-    messages.CAP_ADC24: "adc24",
-    messages.CAP_DAC16: "dac16",
-    messages.CAP_TEMP: "temperature",
-    messages.CAP_AUTORANGE: "autorange",
-    messages.CAP_CAL: "calibration",
-    messages.CAP_REPL: "repl",
-    messages.CAP_EMULATOR: "emulator",
-    messages.CAP_WDT: "watchdog",
-}
+# Besides Board: the names other modules import from here (replies, NACK texts, errors).
+__all__ = [
+    "CHANNEL_NAMES",
+    "IDEMPOTENT",
+    "Board",
+    "BoardError",
+    "BoardInfo",
+    "BoardOptions",
+    "CalEntry",
+    "Nack",
+    "Record",
+    "Status",
+    "describe_nack",
+    "new_run_id",
+    "state_name",
+]
+
 # Requests that can be sent twice with the same effect, so a lost reply may be retried.
 IDEMPOTENT = frozenset(
     {
@@ -65,270 +74,15 @@ IDEMPOTENT = frozenset(
         messages.CAL_SAVE,
     }
 )
-# Channels of a calibration entry (CAL_GET / CAL_SET ``channel``, firmware/calibration.py):
-# each is the forward model of the hardware, ``output = input × gain + offset``.
-CH_VOLTAGE = 0  # voltage measurement: raw µV = true µV × gain + offset
-CH_CURRENT = 1  # current measurement: raw nA = true nA × gain + offset
-CH_SETPOINT = 2  # current set point: actual nA = commanded nA × gain + offset
-CHANNELS = (CH_VOLTAGE, CH_CURRENT, CH_SETPOINT)
-CHANNEL_NAMES = {CH_VOLTAGE: "voltage", CH_CURRENT: "current", CH_SETPOINT: "setpoint"}
 
 
-def state_name(state: int) -> str:
-    if 0 <= state < len(messages.STATE_NAMES):
-        return str(messages.STATE_NAMES[state])
-    return f"state {state}"
+class BoardOptions(TypedDict, total=False):
+    """Keyword options of :class:`Board` that :meth:`Board.open` passes through."""
 
-
-def describe_nack(code: int, detail: int) -> str:
-    """The NACK error in words, with its detail decoded where the protocol defines it."""
-    name = messages.ERROR_NAMES.get(code, f"error {code}")
-    if code == messages.E_SCHEDULE:
-        step = (detail >> 8) & 0xFFFF
-        err = detail & 0xFF
-        text = wire_schedule.ERR_TEXT.get(err, f"schedule error {err}")
-        where = "header" if step == 0xFFFF else f"step {step}"
-        return f"{name}: {where}: {text}"
-    if code == messages.E_STATE:
-        return f"{name} (board is {state_name(detail)})"
-    if code == messages.E_SEQ_GONE:
-        return f"{name} (oldest record held is seq {detail})"
-    if code == messages.E_TOO_LARGE:
-        return f"{name} (board holds at most {detail} bytes)"
-    if code == messages.E_RANGE:
-        return f"{name} (value {detail})"
-    if code == messages.E_VERSION:
-        return f"{name} (board speaks {_version_text(detail)})"
-    if code == messages.E_FRAME:
-        ftext: str | None = framing._ERR_TEXT.get(detail)
-        return f"{name} ({ftext})" if ftext else name
-    if detail:
-        return f"{name} (detail {detail})"
-    return name
-
-
-def _version_text(detail: int) -> str:
-    """E_VERSION's detail: the board's version byte (major << 4 | minor), or a bare major."""
-    if detail >= 16:
-        return f"{detail >> 4}.{detail & 0x0F}"
-    return f"{detail}.x"
-
-
-# ---- typed replies --------------------------------------------------------------------------
-def _decode_board_id(raw: bytes) -> str:
-    text = raw.rstrip(b"\x00")
-    if text and all(32 <= b < 127 for b in text):
-        return text.decode("ascii")
-    return raw.hex()
-
-
-@dataclass(frozen=True)
-class BoardInfo:
-    """INFO, the board's answer to HELLO."""
-
-    fw_version: tuple[int, int, int]
-    proto_major: int
-    proto_minor: int
-    caps: int
-    board_id: str
-    v_min_uv: int
-    v_max_uv: int
-    compliance_uv: int
-    ring_capacity: int
-    tick_ms: int
-    state: int
-    reset_cause: int
-    run_id: int
-    ranges_na: tuple[int, ...]
-    fields: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
-
-    @classmethod
-    def from_payload(cls, payload: bytes) -> BoardInfo:
-        values = messages.unpack(messages.INFO, payload)
-        names = messages.LAYOUTS[messages.INFO][1]
-        f = dict(zip(names, values, strict=True))
-        ranges = messages.unpack_info_ranges(payload)
-        return cls(
-            fw_version=(f["fw_major"], f["fw_minor"], f["fw_patch"]),
-            proto_major=f["proto_major"],
-            proto_minor=f["proto_minor"],
-            caps=f["caps"],
-            board_id=_decode_board_id(f["board_id"]),
-            v_min_uv=f["v_min_uv"],
-            v_max_uv=f["v_max_uv"],
-            compliance_uv=f["compliance_uv"],
-            ring_capacity=f["ring_capacity"],
-            tick_ms=f["tick_ms"],
-            state=f["state"],
-            reset_cause=f["reset_cause"],
-            run_id=f["run_id"],
-            ranges_na=tuple(ranges),
-            fields=f,
-        )
-
-    @property
-    def fw_version_str(self) -> str:
-        return ".".join(str(x) for x in self.fw_version)
-
-    @property
-    def protocol_version_str(self) -> str:
-        return f"{self.proto_major}.{self.proto_minor}"
-
-    @property
-    def state_name(self) -> str:
-        return state_name(self.state)
-
-    @property
-    def reset_cause_name(self) -> str:
-        return RESET_CAUSE_NAMES.get(self.reset_cause, f"cause {self.reset_cause}")
-
-    @property
-    def cap_names(self) -> list[str]:
-        return [n for bit, n in CAP_NAMES.items() if self.caps & bit]
-
-    @property
-    def n_ranges(self) -> int:
-        return len(self.ranges_na)
-
-    @property
-    def is_emulator(self) -> bool:
-        return bool(self.caps & messages.CAP_EMULATOR)
-
-    @property
-    def has_run(self) -> bool:
-        """Whether an experiment is in progress (running, paused or held)."""
-        return self.state in RUNNING_STATES
-
-    def as_dict(self) -> dict[str, Any]:
-        """INFO field names → values plus ``ranges_na`` (what ``BoardLimits.from_info`` takes)."""
-        d = dict(self.fields)
-        d["board_id"] = self.board_id
-        d["ranges_na"] = list(self.ranges_na)
-        return d
-
-    def metadata(self) -> dict[str, Any]:
-        """What a run database records about the board."""
-        return {
-            "firmware_version": self.fw_version_str,
-            "protocol_version": self.protocol_version_str,
-            "board_id": self.board_id,
-            "board_caps": self.cap_names,
-            "board_ranges_na": list(self.ranges_na),
-            "board_reset_cause": self.reset_cause_name,
-        }
-
-
-@dataclass(frozen=True)
-class Status:
-    """STATUS, the board's answer to STATUS_REQ."""
-
-    state: int
-    range: int
-    step: int
-    cycle: int
-    flags: int
-    t_s: float
-    v_uv: int
-    i_na: int
-    q_nah: int
-    run_id: int
-    first_seq: int
-    last_seq: int
-    acked_seq: int
-    dropped: int
-
-    @classmethod
-    def from_payload(cls, payload: bytes) -> Status:
-        f = dict(
-            zip(
-                messages.LAYOUTS[messages.STATUS][1],
-                messages.unpack(messages.STATUS, payload),
-                strict=True,
-            )
-        )
-        return cls(
-            state=f["state"],
-            range=f["range"],
-            step=f["step"],
-            cycle=f["cycle"],
-            flags=f["flags"],
-            t_s=f["t_s"] + f["t_ms"] / 1000.0,
-            v_uv=f["v_uv"],
-            i_na=f["i_na"],
-            q_nah=f["q_nah"],
-            run_id=f["run_id"],
-            first_seq=f["first_seq"],
-            last_seq=f["last_seq"],
-            acked_seq=f["acked_seq"],
-            dropped=f["dropped"],
-        )
-
-    @property
-    def state_name(self) -> str:
-        return state_name(self.state)
-
-    @property
-    def has_run(self) -> bool:
-        return self.state in RUNNING_STATES
-
-    @property
-    def finished(self) -> bool:
-        return self.state in TERMINAL_STATES
-
-
-@dataclass(frozen=True)
-class CalEntry:
-    """One calibration entry: output = input × gain_ppm / 1e6 + offset (board units; see
-    CH_VOLTAGE, CH_CURRENT, CH_SETPOINT for what input and output are)."""
-
-    range: int
-    channel: int
-    offset: int
-    gain_ppm: int
-
-    def as_dict(self) -> dict[str, int]:
-        return {
-            "range": self.range,
-            "channel": self.channel,
-            "offset": self.offset,
-            "gain_ppm": self.gain_ppm,
-        }
-
-
-@dataclass(frozen=True)
-class Record:
-    """A SAMPLE or EVENT from the board: ``fields`` holds the wire layout's names → integers."""
-
-    type: int
-    seq: int
-    fields: dict[str, int]
-
-    @property
-    def values(self) -> tuple[int, ...]:
-        """The fields in wire layout order (what ``messages.unpack`` returns)."""
-        return tuple(self.fields.values())
-
-    @property
-    def is_sample(self) -> bool:
-        return self.type == messages.SAMPLE
-
-    @property
-    def is_event(self) -> bool:
-        return self.type == messages.EVENT
-
-
-@dataclass(frozen=True)
-class Nack:
-    """A NACK that answered no pending request (e.g. REPLAY's E_SEQ_GONE)."""
-
-    request_id: int
-    request: int
-    code: int
-    detail: int
-
-
-RecordSink = Callable[[Record], None]
-NackSink = Callable[[Nack], None]
+    record_sink: RecordSink | None
+    nack_sink: NackSink | None
+    timeout: float
+    retries: int
 
 
 # ---- the board ------------------------------------------------------------------------------
@@ -361,16 +115,14 @@ class Board:
         cls,
         port: str,
         *,
-        record_sink: RecordSink | None = None,
-        nack_sink: NackSink | None = None,
-        timeout: float = 1.0,
         hello_timeout: float = 5.0,
         handshake: bool = True,
         exclusive: bool = True,
+        **options: Unpack[BoardOptions],
     ) -> Board:
         """Open ``port`` and (by default) handshake; close the port again if that fails."""
         link = Link.open(port, exclusive=exclusive)
-        board = cls(link, record_sink=record_sink, nack_sink=nack_sink, timeout=timeout)
+        board = cls(link, **options)
         if handshake:
             try:
                 board.hello(timeout=hello_timeout)
@@ -405,16 +157,43 @@ class Board:
         if not messages.compatible(major):
             raise VersionMismatchError(self.port, f"{major}.{frame.version & 0x0F}", HOST_VERSION)
 
+    def _handle(
+        self,
+        frames: list[Frame],
+        rid: int | None = None,
+        accept: Collection[int] = (),
+        stale: Collection[int] = (),
+    ) -> Frame | None:
+        """Handle frames read together; return the first that answers request ``rid`` with a
+        type in ``accept``.
+
+        Every other frame is dispatched, those after the reply included (records that arrive
+        in the same read as the reply must reach the sink, not vanish); an answer to ``rid``
+        with a type in ``stale`` (an OK where another reply was expected) is counted and
+        dropped. A frame of an incompatible protocol version raises VersionMismatchError.
+        """
+        reply: Frame | None = None
+        for fr in frames:
+            self._check_version(fr)
+            if reply is None and fr.seq == rid:
+                if fr.type in accept:
+                    reply = fr
+                    continue
+                if fr.type in stale:
+                    self.stale_replies += 1
+                    continue
+            self._dispatch(fr)
+        return reply
+
     def _dispatch(self, frame: Frame) -> None:
         """Hand a frame that is no reply we wait for to the record sink (or keep it)."""
         t = frame.type
         if t in (messages.SAMPLE, messages.EVENT):
             try:
-                values = messages.unpack(t, frame.payload)
+                rec = Record(t, frame.seq, payload_fields(t, frame.payload))
             except framing.ProtocolError:
                 self.bad_payloads += 1
                 return
-            rec = Record(t, frame.seq, dict(zip(messages.LAYOUTS[t][1], values, strict=True)))
             if self.record_sink is not None:
                 self.record_sink(rec)
             return
@@ -437,16 +216,18 @@ class Board:
         self.unsolicited.append(frame)
         del self.unsolicited[:-32]
 
+    def _nack_error(self, frame: Frame, request: int) -> BoardError:
+        """The BoardError for a NACK that answers ``request``."""
+        req, code, detail = messages.unpack(messages.NACK, frame.payload)
+        return BoardError(req or request, code, detail, self.port, describe_nack(code, detail))
+
     def poll(self, timeout: float = 0.1) -> int:
         """Read for up to ``timeout`` s (returns early once frames arrive); dispatch them.
 
         Returns the number of frames read.
         """
         frames = self.link.receive(timeout)
-        for fr in frames:
-            if not messages.compatible(fr.version >> 4):
-                self._check_version(fr)
-            self._dispatch(fr)
+        self._handle(frames)
         return len(frames)
 
     def request(
@@ -476,34 +257,34 @@ class Board:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                reply: Frame | None = None
-                # Every frame read is handled, the ones after the reply included: records that
-                # arrive in the same read as the reply must reach the sink, not vanish.
-                for fr in self.link.receive(min(left, 0.2)):
-                    if (
-                        reply is None
-                        and fr.seq == rid
-                        and fr.type in (expect, messages.NACK, messages.OK)
-                    ):
-                        self._check_version(fr)
-                        if fr.type in (expect, messages.NACK):
-                            reply = fr
-                        else:
-                            # an OK where another reply was expected: not ours; keep waiting.
-                            self.stale_replies += 1
-                        continue
-                    if not messages.compatible(fr.version >> 4):
-                        self._check_version(fr)
-                    self._dispatch(fr)
+                reply = self._handle(
+                    self.link.receive(min(left, 0.2)),
+                    rid,
+                    accept=(expect, messages.NACK),
+                    stale=(messages.OK,),
+                )
                 if reply is not None:
                     if reply.type == messages.NACK and expect != messages.NACK:
-                        req, code, detail = messages.unpack(messages.NACK, reply.payload)
-                        raise BoardError(
-                            req or msg_type, code, detail, self.port, describe_nack(code, detail)
-                        )
+                        raise self._nack_error(reply, msg_type)
                     return reply
         tries_text = f" after {tries} tries" if tries > 1 else ""
         raise BoardTimeoutError(f"{self.port}: no reply to {name} within {tmo:g} s{tries_text}")
+
+    def _request_once(
+        self,
+        msg_type: int,
+        payload: bytes = b"",
+        *,
+        took_effect: Callable[[Status], bool],
+        timeout: float | None = None,
+    ) -> None:
+        """Send a request that is not repeatable; when its reply is lost, ask STATUS whether
+        the board acted on it (``took_effect``) and re-raise the timeout if not."""
+        try:
+            self.request(msg_type, payload, timeout=timeout)
+        except BoardTimeoutError:
+            if not took_effect(self.status()):
+                raise
 
     # -- handshake ---------------------------------------------------------------------------
     def hello(self, timeout: float = 5.0) -> BoardInfo:
@@ -525,14 +306,11 @@ class Board:
             if now >= next_send:
                 self.link.send(messages.HELLO, rid, payload)
                 next_send = now + interval
-            reply: Frame | None = None
-            for fr in self.link.receive(min(0.1, max(0.0, deadline - now))):
-                if reply is None and fr.seq == rid and fr.type in (messages.NACK, messages.INFO):
-                    reply = fr  # records read together with INFO still go to the sink below
-                    continue
-                if not messages.compatible(fr.version >> 4):
-                    self._check_version(fr)
-                self._dispatch(fr)
+            reply = self._handle(
+                self.link.receive(min(0.1, max(0.0, deadline - now))),
+                rid,
+                accept=(messages.NACK, messages.INFO),
+            )
             if reply is not None:
                 return self._hello_reply(reply)
         got = self.link.reader.bytes_in - bytes_before
@@ -549,14 +327,11 @@ class Board:
         )
 
     def _hello_reply(self, fr: Frame) -> BoardInfo:
-        self._check_version(fr)
         if fr.type == messages.NACK:
-            req, code, detail = messages.unpack(messages.NACK, fr.payload)
-            if code == messages.E_VERSION:
-                raise VersionMismatchError(self.port, _version_text(detail), HOST_VERSION)
-            raise BoardError(
-                req or messages.HELLO, code, detail, self.port, describe_nack(code, detail)
-            )
+            err = self._nack_error(fr, messages.HELLO)
+            if err.code == messages.E_VERSION:
+                raise VersionMismatchError(self.port, version_text(err.detail), HOST_VERSION)
+            raise err
         try:
             info = BoardInfo.from_payload(fr.payload)
         except framing.ProtocolError as e:
@@ -596,13 +371,12 @@ class Board:
             self.request(messages.SCHED_CHUNK, messages.pack(messages.SCHED_CHUNK, off) + chunk)
             if progress is not None:
                 progress(off + len(chunk), total)
-        try:
-            self.request(messages.SCHED_END, timeout=max(self.timeout, 3.0))
-        except BoardTimeoutError:
-            # SCHED_END is not blindly repeatable; ask the board whether it took the schedule.
-            st = self.status()
-            if st.state != messages.ST_LOADED:
-                raise
+        # SCHED_END is not blindly repeatable: a lost reply is settled by the LOADED state.
+        self._request_once(
+            messages.SCHED_END,
+            took_effect=lambda st: st.state == messages.ST_LOADED,
+            timeout=max(self.timeout, 3.0),
+        )
         self.verify_schedule(blob)
 
     def read_schedule(self, length: int) -> bytes:
@@ -645,12 +419,13 @@ class Board:
         START is not repeatable, so a lost reply is settled by asking STATUS whether the board
         runs this run id.
         """
-        try:
-            self.request(messages.START, messages.pack(messages.START, run_id & 0xFFFFFFFF))
-        except BoardTimeoutError:
-            st = self.status()
-            if st.run_id != run_id or st.state in (messages.ST_IDLE, messages.ST_LOADED):
-                raise
+        self._request_once(
+            messages.START,
+            messages.pack(messages.START, run_id & 0xFFFFFFFF),
+            took_effect=lambda st: (
+                st.run_id == run_id and st.state not in (messages.ST_IDLE, messages.ST_LOADED)
+            ),
+        )
 
     def pause(self) -> None:
         self.request(messages.PAUSE)
@@ -660,11 +435,7 @@ class Board:
 
     def stop(self) -> None:
         """STOP the run (a lost reply is settled with STATUS, like START)."""
-        try:
-            self.request(messages.STOP)
-        except BoardTimeoutError:
-            if self.status().has_run:
-                raise
+        self._request_once(messages.STOP, took_effect=lambda st: not st.has_run)
 
     def ack(self, seq: int) -> None:
         """Tell the board every record up to ``seq`` is stored (no reply)."""
