@@ -16,9 +16,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sicell.emulator.staging import mp_dir  # noqa: E402
+
 from tests.mputil import run_mp  # noqa: E402
 
-CELLS_PY = ROOT / "host/sicell/emulator/mp/cells.py"
+CELLS_PY = mp_dir() / "cells.py"
+HEAPS = ("192K", "16M")  # a board-sized heap beside a large one
+CALLS = ("advance", "voltage", "both")
 
 HOTPATH = """
 import time, gc
@@ -50,38 +54,37 @@ for what in ("advance", "voltage", "both"):
 """
 
 
-def test_micropython_hot_path_frames_stay_on_the_c_stack(tmp_path: Path) -> None:
-    # MicroPython puts the frame of a function with > 11 words of locals + stack on the heap,
-    # and that allocation scans all garbage since the last GC: the cost then grows with the
-    # heap size.  A healthy hot path costs the same with a 192K and a 16M heap.
-    shutil.copy(CELLS_PY, tmp_path / "cells.py")  # no emulator time.py on this path
-    script = tmp_path / "hot.py"
+def hot_path_us(work: Path, timeout: float) -> dict[str, dict[str, float]]:
+    """µs per call of each hot-path loop, per heap size (cells.py is copied into ``work``)."""
+    shutil.copy(CELLS_PY, work / "cells.py")  # no emulator time.py on this path
+    script = work / "hot.py"
     script.write_text(HOTPATH)
     us: dict[str, dict[str, float]] = {}
-    for heap in ("192K", "16M"):
-        res = run_mp(script, path=[tmp_path], heap=heap, timeout=60)
-        assert res.returncode == 0, res.stderr.decode()
-        us[heap] = {w: float(t) for w, t in (ln.split() for ln in res.stdout.decode().splitlines())}
-    for what in ("advance", "voltage", "both"):
+    for heap in HEAPS:
+        res = run_mp(script, path=[work], heap=heap, timeout=timeout)
+        if res.returncode:
+            raise RuntimeError(f"hot.py with a {heap} heap failed:\n{res.stderr.decode()}")
+        lines = res.stdout.decode().splitlines()
+        us[heap] = {w: float(t) for w, t in (ln.split() for ln in lines)}
+    return us
+
+
+def test_micropython_hot_path_frames_stay_on_the_c_stack(tmp_path: Path) -> None:
+    # A healthy hot path costs the same with a 192K and a 16M heap (see the module docstring).
+    us = hot_path_us(tmp_path, timeout=60)
+    for what in CALLS:
         assert us["16M"][what] < 3.0 * us["192K"][what], us
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as d:
-        tmp = Path(d)
-        shutil.copy(CELLS_PY, tmp / "cells.py")  # no emulator time.py on this path
-        script = tmp / "hot.py"
-        script.write_text(HOTPATH)
-        us: dict[str, dict[str, float]] = {}
-        for heap in ("192K", "16M"):
-            res = run_mp(script, path=[tmp], heap=heap, timeout=120)
-            if res.returncode:
-                raise SystemExit(res.stderr.decode())
-            lines = res.stdout.decode().splitlines()
-            us[heap] = {w: float(t) for w, t in (ln.split() for ln in lines)}
+        try:
+            us = hot_path_us(Path(d), timeout=120)
+        except RuntimeError as e:
+            raise SystemExit(str(e)) from None
     print("thick-porous cell model, best of 3 x 10,000 calls, us per call")
     print(f"  {'call':<10}{'192K heap':>12}{'16M heap':>12}{'16M/192K':>10}")
-    for what in ("advance", "voltage", "both"):
+    for what in CALLS:
         a, b = us["192K"][what], us["16M"][what]
         print(f"  {what:<10}{a:12.2f}{b:12.2f}{b / a:10.2f}")
 

@@ -29,7 +29,6 @@ import json
 import os
 import re
 import select
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -43,7 +42,19 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sicell.emulator import launcher  # noqa: E402
+from sicell.emulator.handle import EmulatorHandle, start_emulator  # noqa: E402
+from sicell.emulator.options import HEAPSIZE, heap_bytes  # noqa: E402
+from sicell.emulator.registry import find_emulator  # noqa: E402
+from sicell.emulator.staging import (  # noqa: E402
+    board_env,
+    emulator_heap_overhead,
+    firmware_dir,
+    mp_dir,
+    stage_firmware,
+)
+from sicell.store import read_extent  # noqa: E402
+
+from tests.mputil import micropython_cmd, mp_argv, run_mp  # noqa: E402
 
 SCHEDULE = ROOT / "host" / "sicell" / "examples" / "paper-cycling.toml"
 TARGET_SIM_H = 1300.0
@@ -214,10 +225,8 @@ def bench_cell(wall: float) -> None:
     with tempfile.TemporaryDirectory() as d:
         script = Path(d) / "cellbench.py"
         script.write_text(CELL_MP)
-        env = dict(os.environ, MICROPYPATH=str(launcher.mp_dir()))
-        cmd = launcher._interpreter_cmd(launcher.HEAPSIZE, str(script))
-        out = subprocess.run(
-            [*cmd, str(wall), "1.0"], env=env, capture_output=True, text=True, timeout=wall + 60
+        out = run_mp(
+            script, str(wall), "1.0", path=[mp_dir()], heap=HEAPSIZE, timeout=wall + 60, text=True
         )
     if out.returncode:
         print(f"  cell    FAILED: {out.stderr.strip().splitlines()[-1:]}")
@@ -230,7 +239,7 @@ def bench_engine(wall: float) -> None:
     blob, _ = _schedule_blob()
     with tempfile.TemporaryDirectory() as d:
         stage = Path(d) / "stage"
-        emu, fw = launcher.stage_firmware(stage)
+        emu, fw = stage_firmware(stage)
         (fw / "main.py").write_text(BENCH_MAIN)  # the bench loop stands in for main.py
         (Path(d) / "blob.bin").write_bytes(blob)
         flash = Path(d) / "flash"
@@ -239,22 +248,20 @@ def bench_engine(wall: float) -> None:
         cfg = Path(d) / "config.json"
         cfg.write_text(json.dumps(board_cfg))
         # the launcher's heap rule: the firmware's 200K budget plus what the emulator holds
-        overhead = launcher.emulator_heap_overhead(emu, board_cfg)
-        heap = str(launcher.heap_bytes(launcher.HEAPSIZE) + overhead)
-        env = dict(
-            os.environ,
-            MICROPYPATH=os.pathsep.join([str(emu), str(fw), ".frozen"]),
-            SICELL_EMU_CONFIG=str(cfg),
-            BENCH_WALL=str(wall),
-            BENCH_BLOB=str(Path(d) / "blob.bin"),
-        )
-        env.pop("SICELL_EMU_CTRL", None)
-        cmd = launcher._interpreter_cmd(heap, str(emu / "emuboot.py"))
+        overhead = emulator_heap_overhead(emu, board_cfg)
+        heap = str(heap_bytes(HEAPSIZE) + overhead)
+        env = board_env(emu, fw, cfg, fifo=None, board=None)  # the launcher's board environment
+        env.update(BENCH_WALL=str(wall), BENCH_BLOB=str(Path(d) / "blob.bin"))
         out = subprocess.run(
-            cmd, env=env, cwd=flash, capture_output=True, text=True, timeout=wall + 120
+            mp_argv(emu / "emuboot.py", heap=heap),
+            env=env,
+            cwd=flash,
+            capture_output=True,
+            text=True,
+            timeout=wall + 120,
         )
     lines = [x for x in out.stdout.splitlines() if x.startswith("{")]
-    print(f"          (heap: {launcher.HEAPSIZE} firmware budget + {overhead} B emulator)")
+    print(f"          (heap: {HEAPSIZE} firmware budget + {overhead} B emulator)")
     if not lines:
         err = out.stderr.strip().splitlines()[-3:]
         print(f"  engine  FAILED (status {out.returncode}): {' | '.join(err)}")
@@ -282,7 +289,7 @@ def bench_relay(wall: float) -> None:
     with tempfile.TemporaryDirectory() as d:
         script = Path(d) / "flood.py"
         script.write_text(RELAY_BOARD)
-        h = launcher.start_emulator(
+        h = start_emulator(
             "rc", board=f"bench-relay-{os.getpid()}", entry=str(script), runtime=d, linger=60
         )
         try:
@@ -307,7 +314,7 @@ def bench_relay(wall: float) -> None:
 
 
 def bench_system(wall: float) -> None:
-    if not (launcher.firmware_dir() / "main.py").exists():
+    if not (firmware_dir() / "main.py").exists():
         print(
             "  system  skipped: firmware/main.py does not exist yet (nothing answers on the link)"
         )
@@ -345,9 +352,9 @@ def bench_system(wall: float) -> None:
         finally:
             sess.request_stop()
             th.join(30)
-            info = launcher.find_emulator(board)
+            info = find_emulator(board)
             if info is not None:
-                launcher.EmulatorHandle(info).shutdown()
+                EmulatorHandle(info).shutdown()
         if err and not points:
             print(f"  system  FAILED: {type(err[0]).__name__}: {err[0]}")
             return
@@ -359,17 +366,13 @@ def bench_system(wall: float) -> None:
 
 
 def _max_t(db: Path) -> float | None:
+    """The newest stored sample's test time (None before the database has one)."""
     if not db.exists():
         return None
     try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
-        try:
-            row = con.execute("SELECT max(t_s) FROM samples").fetchone()
-        finally:
-            con.close()
-    except sqlite3.Error:
+        return read_extent(db).last_t_s
+    except sqlite3.Error:  # created but not yet laid out by the session
         return None
-    return float(row[0]) if row and row[0] is not None else None
 
 
 LAYERS: dict[str, Callable[[float], None]] = {
@@ -396,7 +399,7 @@ def main() -> None:
     print(
         f"emulator speed, {sched}; target {TARGET_RATE:,.0f} sim-s/wall-s "
         f"({TARGET_SIM_H:,.0f} h in {TARGET_WALL_S / 60:.0f} min); {cpu} CPUs, "
-        f"MicroPython heap {launcher.HEAPSIZE}, {shutil.which('micropython') or 'micropython_run'}"
+        f"MicroPython heap {HEAPSIZE}, {' '.join(micropython_cmd())}"
     )
     for name in args.only.split(","):
         fn = LAYERS.get(name.strip())

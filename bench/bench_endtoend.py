@@ -18,13 +18,17 @@ import sqlite3
 import tempfile
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import sicell  # noqa: F401  (registers emu://)
+from sicell import schema
 from sicell.emulator import ControlError, EmulatorControl, find_emulator
+from sicell.protocol import messages
 from sicell.schedule import parse_schedule
 from sicell.session import RunSession, SessionOptions
+from sicell.store import read_events, read_extent
 
 SCHEDULE = """
 name = "bench-endtoend"
@@ -61,20 +65,14 @@ count = {loops}
 
 
 def rows(db: Path) -> int:
+    """Samples + events stored so far (0 before the database has its tables)."""
     if not db.exists():
         return 0
     try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1.0)
-        try:
-            return int(
-                con.execute(
-                    "SELECT (SELECT COUNT(*) FROM samples) + (SELECT COUNT(*) FROM events)"
-                ).fetchone()[0]
-            )
-        finally:
-            con.close()
-    except sqlite3.Error:
+        ext = read_extent(db)
+    except sqlite3.Error:  # created but not yet laid out by the session
         return 0
+    return ext.samples + ext.events
 
 
 def main() -> None:
@@ -119,12 +117,9 @@ def main() -> None:
         if "error" in result:
             raise SystemExit(f"run failed: {result['error']!r}")
         s = result["summary"]
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-        try:
-            row = con.execute("SELECT MAX(value) FROM events WHERE code = 14").fetchone()
-        finally:
-            con.close()
-        decimated = int(row[0]) if row and row[0] is not None else 0
+        with closing(schema.connect_readonly(db)) as con:
+            dec = [e.value for e in read_events(con) if e.code == messages.EV_DECIMATED]
+        decimated = max(dec, default=0)
     total = trace[-1][1]
     started = [(t, n) for t, n in trace if n > 0]
     lo = started[0][1] + (total - started[0][1]) * 0.2 if started else 0

@@ -1,7 +1,7 @@
 """Control-tick time and jitter of the real engine + frontend on the emulated board.
 
 Stages the firmware and the emulator's MicroPython modules like the launcher does
-(``sicell.emulator.launcher.stage_firmware``), compiles them with ``mpy-cross`` (on the RP2040
+(``sicell.emulator.staging.stage_firmware``), compiles them with ``mpy-cross`` (on the RP2040
 the large modules run precompiled; the unix port would otherwise spend most of its heap on the
 compiler), and runs ``bench/tick_core.py`` under the MicroPython unix port: an ``rc`` dummy, a
 CC / CC-CV / dV/dt-rest loop, the engine's own tick plan. Every ``engine.tick()`` (ADC reads
@@ -19,43 +19,31 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from sicell.emulator.launcher import stage_firmware
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sicell.emulator.staging import stage_firmware  # noqa: E402
+from sicell.flash import compile_mpy  # noqa: E402
+
+from tests.mputil import run_mp  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
 
-def micropython() -> list[str]:
-    exe = Path(sys.executable).with_name("micropython")
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which("micropython")
-    return [found] if found else [sys.executable, "-m", "micropython_unix"]
-
-
-def mpy_cross() -> list[str]:
-    exe = Path(sys.executable).with_name("mpy-cross")
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which("mpy-cross")
-    return [found] if found else [sys.executable, "-m", "mpy_cross"]
-
-
-def compile_tree(root: Path) -> int:
-    """Replace every .py under ``root`` (but the entry script) by its .mpy."""
+def compile_tree(*roots: Path) -> int:
+    """Replace every .py under ``roots`` (but the entry scripts) by its .mpy."""
     n = 0
-    for py in sorted(root.rglob("*.py")):
-        if py.name in ("emuboot.py", "main.py"):
-            continue
-        subprocess.run([*mpy_cross(), str(py)], check=True)
-        py.unlink()
-        n += 1
+    for root in roots:
+        for py in sorted(root.rglob("*.py")):
+            if py.name in ("emuboot.py", "main.py"):
+                continue
+            compile_mpy(py, py.with_suffix(".mpy"), py.relative_to(root).as_posix())
+            py.unlink()
+            n += 1
     return n
 
 
@@ -83,20 +71,21 @@ def run(n: int, tick_ms: int, heap: str, seed: int) -> tuple[str, dict[str, list
     with tempfile.TemporaryDirectory() as d:
         dd = Path(d)
         emu, fw = stage_firmware(dd / "stage")
-        compile_tree(dd / "stage")
+        compile_tree(emu, fw)
         cfg = dd / "emu.json"
         cfg.write_text(json.dumps({"cell": "rc", "seed": seed, "quiet": True}))
         flash = dd / "flash"
         flash.mkdir()
-        env = dict(os.environ, MICROPYPATH=f"{emu}{os.pathsep}{fw}", SICELL_EMU_CONFIG=str(cfg))
-        core = str(HERE / "tick_core.py")
-        p = subprocess.run(
-            [*micropython(), "-X", f"heapsize={heap}", core, str(n), str(tick_ms)],
-            env=env,
+        p = run_mp(
+            HERE / "tick_core.py",
+            str(n),
+            str(tick_ms),
+            path=[emu, fw],
+            heap=heap,
             cwd=flash,
-            capture_output=True,
-            text=True,
+            env={"SICELL_EMU_CONFIG": str(cfg)},
             timeout=600,
+            text=True,
         )
     if p.returncode != 0:
         raise SystemExit(f"tick_core.py failed ({p.returncode}):\n{p.stdout[-2000:]}{p.stderr}")

@@ -8,40 +8,21 @@ schedule file, ``RunSession`` or the ``sicell`` command, a port, a run database)
 from __future__ import annotations
 
 import bisect
-import math
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sicell import schema
 from sicell.protocol import messages as M
+from sicell.schedule.tomlwrite import dump_toml
+from sicell.store import EventRecord, SampleRecord, read_events, read_extent
 
 # ---- schedules as TOML text -------------------------------------------------------------------
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            raise ValueError(f"not a TOML number: {v}")
-        return repr(v)
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, Mapping):
-        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"cannot write {type(v).__name__} as TOML")
-
-
-def _table(name: str, d: Mapping[str, Any]) -> list[str]:
-    return [f"[{name}]", *(f"{k} = {_toml_value(v)}" for k, v in d.items()), ""]
 
 
 @dataclass
@@ -62,31 +43,32 @@ class Plan:
     host_loss: str = "decimate"
     cell: str = "rc dummy"
 
-    def toml(self) -> str:
-        out = [f"name = {_toml_value(self.name)}", 'vs = "cell"', ""]
-        out += _table("cell", {"name": self.cell})
-        out += _table("reference", {"electrode": "none", "offset_v": 0.0})
-        out += _table(
-            "safety",
-            {
+    def document(self) -> dict[str, Any]:
+        """The schedule as the document ``tomllib`` reads from :meth:`toml`."""
+        doc: dict[str, Any] = {
+            "name": self.name,
+            "vs": "cell",
+            "cell": {"name": self.cell},
+            "reference": {"electrode": "none", "offset_v": 0.0},
+            "safety": {
                 "v_min": self.v_min,
                 "v_max": self.v_max,
                 "i_max_ma": self.i_max_ma,
                 "debounce_s": self.debounce_s,
             },
-        )
-        out += _table(
-            "control",
-            {
+            "control": {
                 "tick_ms": self.tick_ms,
                 "slow_tick_ms": self.slow_tick_ms,
                 "host_loss": self.host_loss,
             },
-        )
-        out += _table("recording", {"dt_s": self.dt_s, "dv_mv": self.dv_mv, "di_ua": self.di_ua})
-        for st in self.steps:
-            out += ["[[step]]", *(f"{k} = {_toml_value(v)}" for k, v in st.items()), ""]
-        return "\n".join(out)
+            "recording": {"dt_s": self.dt_s, "dv_mv": self.dv_mv, "di_ua": self.di_ua},
+        }
+        if self.steps:
+            doc["step"] = [dict(st) for st in self.steps]
+        return doc
+
+    def toml(self) -> str:
+        return dump_toml(self.document())
 
     def schedule(self) -> Any:
         from sicell.schedule import parse_schedule
@@ -97,46 +79,34 @@ class Plan:
 # ---- the run database, read back --------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Sample:
-    seq: int
-    t_s: float
-    v: float
-    i: float
-    q_ah: float
-    step: int
-    cycle: int
-    range: int
-    flags: int
+class Sample(SampleRecord):
+    """A stored sample (``sicell.store.SampleRecord``) with the short names the HIL tests use:
+    ``v`` (V), ``i`` (A), ``q_ah`` (Ah)."""
 
+    @property
+    def v(self) -> float:
+        return self.voltage_v
 
-@dataclass(frozen=True)
-class Ev:
-    seq: int
-    t_s: float
-    code: int
-    name: str
-    step: int
-    cycle: int
-    value: int
-    aux: int
-    reason: int = -1  # the EVENT reason (store's event_reasons table), -1 when not stored
+    @property
+    def i(self) -> float:
+        return self.current_a
+
+    @property
+    def q_ah(self) -> float:
+        return self.charge_ah
 
 
 @dataclass
 class RunDb:
     path: Path
     samples: list[Sample]
-    events: list[Ev]
+    events: list[EventRecord]
     meta: dict[str, Any]
 
     @classmethod
     def load(cls, path: str | Path) -> RunDb:
-        import json
-
         p = Path(path)
-        con = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
-        try:
+        with closing(schema.connect_readonly(p)) as con:
             samples = [
                 Sample(*row)
                 for row in con.execute(
@@ -144,40 +114,24 @@ class RunDb:
                     "FROM samples ORDER BY seq"
                 )
             ]
-            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
-            if "event_reasons" in tables:
-                q = (
-                    "SELECT e.seq, e.t_s, e.code, e.name, e.step, e.cycle, e.value, e.aux, "
-                    "COALESCE(r.reason, -1) FROM events e LEFT JOIN event_reasons r "
-                    "ON r.seq = e.seq ORDER BY e.seq"
-                )
-            else:
-                q = "SELECT seq, t_s, code, name, step, cycle, value, aux FROM events ORDER BY seq"
-            events = [Ev(*row) for row in con.execute(q)]
-            meta: dict[str, Any] = {}
-            for k, v in con.execute("SELECT key, value FROM meta"):
-                try:
-                    meta[str(k)] = json.loads(v)
-                except ValueError:
-                    meta[str(k)] = v
-        finally:
-            con.close()
+            events = read_events(con)
+            meta = schema.read_meta(con)
         return cls(p, samples, events, meta)
 
-    def events_of(self, code: int) -> list[Ev]:
+    def events_of(self, code: int) -> list[EventRecord]:
         return [e for e in self.events if e.code == code]
 
     def step_samples(self, step: int) -> list[Sample]:
         return [s for s in self.samples if s.step == step]
 
-    def step_end(self, step: int) -> Ev | None:
+    def step_end(self, step: int) -> EventRecord | None:
         for e in self.events:
             if e.code == M.EV_STEP_END and e.step == step:
                 return e
         return None
 
     @property
-    def run_end(self) -> Ev | None:
+    def run_end(self) -> EventRecord | None:
         ends = self.events_of(M.EV_RUN_END)
         return ends[-1] if ends else None
 
@@ -188,16 +142,10 @@ def count_rows(path: str | Path) -> int:
     if not p.exists():
         return 0
     try:
-        con = sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=1.0)
-        try:
-            n = con.execute(
-                "SELECT (SELECT COUNT(*) FROM samples) + (SELECT COUNT(*) FROM events)"
-            ).fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.Error:
+        ext = read_extent(p)
+    except sqlite3.Error:  # created but not yet laid out by the session
         return 0
-    return int(n)
+    return ext.samples + ext.events
 
 
 # ---- zero lost, zero duplicated -------------------------------------------------------------

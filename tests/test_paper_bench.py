@@ -19,16 +19,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sicell.emulator import launcher
+from sicell.emulator.cellmodels import film_params
+from sicell.emulator.handle import EmulatorHandle
+from sicell.emulator.registry import list_emulators
 from sicell.schedule import parse_schedule
+from sicell.schedule.tomlwrite import dump_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "bench" / "paper.py"
+SCHEDULES = ROOT / "bench" / "paper_schedules.py"  # the bench's schedule writing
 FILMS = ("thin-porous", "thin-dense", "thick-porous", "thick-dense")
 
 
-def _load_paper() -> Any:
-    spec = importlib.util.spec_from_file_location("_bench_paper", PAPER)
+def _load(path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(f"_bench_{path.stem}", path)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod  # dataclasses look their module up there
@@ -37,35 +41,35 @@ def _load_paper() -> Any:
 
 
 @pytest.fixture(scope="module")
-def paper() -> Any:
-    return _load_paper()
+def schedules() -> Any:
+    return _load(SCHEDULES)
 
 
 # ---- schedules (no board) ---------------------------------------------------------------------
-def test_toml_writer_round_trips_the_examples(paper: Any) -> None:
-    for ex in (paper.CYCLING_TOML, paper.RATE_TOML):
+def test_toml_writer_round_trips_the_examples(schedules: Any) -> None:
+    for ex in (schedules.CYCLING_TOML, schedules.RATE_TOML):
         doc = tomllib.loads(ex.read_text(encoding="utf-8"))
-        assert tomllib.loads(paper.dump_toml(doc, "a header\nof two lines")) == doc
+        assert tomllib.loads(dump_toml(doc, "a header\nof two lines")) == doc
 
 
 @pytest.mark.parametrize("film", FILMS)
-def test_film_schedules_compile_with_the_films_cell(paper: Any, film: str) -> None:
-    p = paper.film_params(film)
-    cyc = parse_schedule(paper.cycling_toml(film, 7, rest_min=5))
-    rate = parse_schedule(paper.rate_toml(film))
+def test_film_schedules_compile_with_the_films_cell(schedules: Any, film: str) -> None:
+    p = film_params(film)
+    cyc = parse_schedule(schedules.cycling_toml(film, 7, rest_min=5))
+    rate = parse_schedule(schedules.rate_toml(film))
     for sch in (cyc, rate):
         sch.compile()
         assert sch.mass_mg == pytest.approx(p["loading_mg_cm2"] * p["area_cm2"])
         assert sch.thickness_um == pytest.approx(p["thickness_um"])
         assert sch.area_cm2 == pytest.approx(0.567)
-    doc = tomllib.loads(paper.cycling_toml(film, 7, rest_min=5))
+    doc = tomllib.loads(schedules.cycling_toml(film, 7, rest_min=5))
     loop = [s for s in doc["step"] if s["kind"] == "loop"]
     assert loop and loop[0]["count"] == 7
     assert all(s["duration_min"] == 5 for s in doc["step"] if s["kind"] == "rest")
     # the guards leave room for the film's whole capacity at 0.1 mA/cm2 (twice it)
-    guard_h = min(paper._duration_s(s) for s in doc["step"] if s["kind"] == "cc") / 3600
+    guard_h = min(schedules._duration_s(s) for s in doc["step"] if s["kind"] == "cc") / 3600
     assert guard_h >= 2 * p["loading_mg_cm2"] * 3.579 / 0.1 * 0.99
-    assert [j for j, _, _ in paper.rate_cutoffs(paper.rate_toml(film))] == [
+    assert [j for j, _, _ in schedules.rate_cutoffs(schedules.rate_toml(film))] == [
         0.1,
         1.0,
         2.0,
@@ -74,12 +78,12 @@ def test_film_schedules_compile_with_the_films_cell(paper: Any, film: str) -> No
     ]
 
 
-def test_rate_subset(paper: Any) -> None:
-    text = paper.rate_toml("thick-porous", [0.1, 10.0], rest_min=2)
-    assert [(j, v) for j, v, _ in paper.rate_cutoffs(text)] == [(0.1, 1.2), (10.0, 1.05)]
+def test_rate_subset(schedules: Any) -> None:
+    text = schedules.rate_toml("thick-porous", [0.1, 10.0], rest_min=2)
+    assert [(j, v) for j, v, _ in schedules.rate_cutoffs(text)] == [(0.1, 1.2), (10.0, 1.05)]
     parse_schedule(text).compile()
     with pytest.raises(ValueError, match="not in"):
-        paper.rate_toml("thin-porous", [3.0])
+        schedules.rate_toml("thin-porous", [3.0])
 
 
 # ---- the smoke run through the emulator -------------------------------------------------------
@@ -135,9 +139,9 @@ def test_smoke_cycling_and_rate_through_the_system(tmp_path: Path) -> None:
     try:
         proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=240)
     finally:
-        left = launcher.list_emulators(rt)
+        left = list_emulators(rt)
         for info in left:
-            launcher.EmulatorHandle(info, runtime=str(rt)).shutdown()
+            EmulatorHandle(info, runtime=str(rt)).shutdown()
     assert not left, f"launchers left behind: {[i['board'] for i in left]}"
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = proc.stdout
