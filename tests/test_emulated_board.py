@@ -192,12 +192,15 @@ def boot_env(tmp_path: Path, mode: str, **cfg: Any) -> dict[str, str]:
     return env
 
 
+# The emulator's own modules share the interpreter's heap (~75 KB, more after a reset), so like
+# the launcher, give the stand-in firmware a Pico-sized budget on top of that: 200K alone ran
+# out of memory at a boot depending on path lengths in the checkout.
+EMUBOOT_HEAP = "300K"
+
+
 def emuboot(tmp_path: Path, mode: str, **cfg: Any) -> subprocess.CompletedProcess[str]:
-    # The emulator's own modules share the interpreter's heap (~75 KB, more after a reset), so
-    # like the launcher, give the stand-in firmware a Pico-sized budget on top of that: 200K
-    # alone ran out of memory at the second boot depending on path lengths in the checkout.
     return subprocess.run(
-        mp_argv(EMU / "emuboot.py", heap="300K"),
+        mp_argv(EMU / "emuboot.py", heap=EMUBOOT_HEAP),
         env=boot_env(tmp_path, mode, **cfg),
         cwd=tmp_path,
         capture_output=True,
@@ -249,7 +252,7 @@ def test_control_channel_brownout_freeze_reset(tmp_path: Path) -> None:
     env = boot_env(tmp_path, "ctrl", cell="rc", max_boots=4)
     env["SICELL_EMU_CTRL"] = str(fifo)
     proc = subprocess.Popen(
-        mp_argv(EMU / "emuboot.py", heap="200K"),
+        mp_argv(EMU / "emuboot.py", heap=EMUBOOT_HEAP),
         env=env,
         cwd=tmp_path,
         stdin=subprocess.PIPE,
