@@ -12,12 +12,15 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import click
 import pytest
 import serial.tools.list_ports
 from click.testing import CliRunner, Result
-from sicell import cli as cli_mod
+from sicell import errors
 from sicell import flash as flash_mod
-from sicell.cli import cli, main
+from sicell.cli import COMMANDS, cli, main
+from sicell.cli import board as cli_board
+from sicell.cli import common as cli_common
 from sicell.protocol import messages as M
 
 from tests.fakeboard import FakeBoard
@@ -204,7 +207,7 @@ def test_boards_lists_rp2040(monkeypatch: pytest.MonkeyPatch) -> None:
         ),
     ]
     monkeypatch.setattr(serial.tools.list_ports, "comports", lambda: ports)
-    monkeypatch.setattr(cli_mod, "_emulators", lambda: [])
+    monkeypatch.setattr(cli_board, "_emulators", lambda: [])
     res = _invoke("boards")
     assert res.exit_code == 0, res.output
     assert "/dev/ttyACM9" in res.output and "RP2040" in res.output
@@ -216,7 +219,7 @@ def test_boards_lists_rp2040(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_boards_lists_emulators(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(serial.tools.list_ports, "comports", lambda: [])
     monkeypatch.setattr(
-        cli_mod,
+        cli_board,
         "_emulators",
         lambda: [{"board": "rc-0", "cell": "rc", "seed": 0, "pty": "/dev/pts/77"}],
     )
@@ -414,3 +417,55 @@ def test_flash_verify_script_runs_under_micropython(tmp_path: Path) -> None:
     ).stdout
     assert f"SHA a.txt {hashlib.sha256(b'hello').hexdigest()}" in out
     assert "SHA gone.txt missing" in out
+
+
+# ---- the one conversion point: errors -> one line and a documented exit code -----------------
+@pytest.mark.parametrize(
+    ("exc", "code", "text"),
+    [
+        (errors.ScheduleError("step 2: until_v beyond the window"), errors.EXIT_USAGE, "step 2"),
+        (errors.LinkLostError("/dev/ttyACM0: device went away"), errors.EXIT_LINK_LOST, "away"),
+        (errors.PortBusyError("/dev/ttyACM0: port is busy"), errors.EXIT_ERROR, "busy"),
+        (errors.EmulatorConfigError("emu:// option seed='x'"), errors.EXIT_USAGE, "seed"),
+        (FileNotFoundError(2, "No such file or directory", "x.db"), errors.EXIT_ERROR, "x.db"),
+        (KeyError("a bug"), errors.EXIT_BUG, "bug in sicell: KeyError"),
+        (ValueError("a bug too"), errors.EXIT_BUG, "bug in sicell: ValueError"),
+    ],
+)
+def test_errors_become_one_line_and_their_exit_code(
+    monkeypatch: pytest.MonkeyPatch, exc: BaseException, code: int, text: str
+) -> None:
+    def boom(port: str | None = None) -> None:
+        raise exc
+
+    monkeypatch.setattr(cli_common, "resolve_port", boom)
+    res = _invoke("pause", "--port", "x")
+    line = _one_error_line(res)
+    assert res.exit_code == code
+    assert text in line
+
+
+def test_detached_and_debug(monkeypatch: pytest.MonkeyPatch) -> None:
+    def detached(port: str | None = None) -> None:
+        raise errors.Detached("the board keeps running; reattach with --resume run.db")
+
+    monkeypatch.setattr(cli_common, "resolve_port", detached)
+    res = _invoke("pause")
+    assert res.exit_code == errors.EXIT_INTERRUPTED
+    assert "reattach" in res.output and "error:" not in res.output
+
+    def bug(port: str | None = None) -> None:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(cli_common, "resolve_port", bug)
+    monkeypatch.setenv("SICELL_DEBUG", "1")
+    with pytest.raises(KeyError):  # the traceback, for whoever debugs it
+        _invoke("pause")
+
+
+def test_every_command_in_the_table_loads() -> None:
+    ctx = click.Context(cli)
+    for name in COMMANDS:
+        cmd = cli.get_command(ctx, name)
+        assert isinstance(cmd, click.Command) and cmd.name == name
+    assert cli.get_command(ctx, "nosuch") is None

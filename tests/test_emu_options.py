@@ -110,7 +110,8 @@ def test_scopes_mark_url_only_start_only_and_launcher_only_options() -> None:
 
 
 def test_sicell_emulate_options_come_from_the_definition() -> None:
-    emulate = cli.commands["emulate"]
+    emulate = cli.get_command(click.Context(cli), "emulate")
+    assert emulate is not None
     params = {p.name: p for p in emulate.params}
     for name in ("seed", "board", "realtime", "linger", "flash_dir"):
         assert params[name].default == OPTION[name].default, name

@@ -1,0 +1,5 @@
+"""``python -m sicell.cli`` is ``sicell``."""
+
+from sicell.cli import main
+
+main()

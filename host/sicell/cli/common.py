@@ -1,0 +1,62 @@
+"""What the command modules share: the console, the one ``--port`` option, opening a board,
+and one-line error texts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from sicell.client import Board
+from sicell.errors import EXIT_BUG, EXIT_ERROR, SicellError
+from sicell.transport import detect_port
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def one_line(e: BaseException) -> str:
+    """``e`` as one line for the user (an OSError as ``path: reason``)."""
+    text = str(e).strip() or type(e).__name__
+    if isinstance(e, OSError) and e.filename and e.strerror:
+        text = f"{e.filename}: {e.strerror}"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return "; ".join(lines) if lines else type(e).__name__
+
+
+def explain(e: BaseException) -> tuple[str, int]:
+    """What the user is told about ``e`` and the exit code: the one place an error becomes
+    words. A ``SicellError`` is the user's to act on; an OSError naming a file is the
+    environment's (a path, a permission, a full disk); anything else is a bug in sicell."""
+    if isinstance(e, SicellError):
+        return one_line(e), e.exit_code
+    if isinstance(e, OSError) and e.filename:
+        return one_line(e), EXIT_ERROR
+    return (
+        f"bug in sicell: {type(e).__name__}: {one_line(e)} (please report it; "
+        "SICELL_DEBUG=1 shows the traceback)",
+        EXIT_BUG,
+    )
+
+
+def console() -> Console:
+    return Console(highlight=False)
+
+
+def say(con: Console, line: str) -> None:
+    """Print ``line`` as is (no markup, no highlighting)."""
+    con.print(line, highlight=False, markup=False)
+
+
+def port_option(help: str = "serial device or URL; default: auto-detect") -> Callable[[F], F]:
+    """``--port/-p`` of the commands that talk to one board."""
+    return click.option("--port", "-p", help=help)
+
+
+def resolve_port(port: str | None) -> str:
+    return port if port else detect_port()
+
+
+def open_board(port: str | None, **kw: Any) -> Board:
+    return Board.open(resolve_port(port), **kw)

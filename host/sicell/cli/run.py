@@ -1,0 +1,136 @@
+"""``sicell run``: upload a schedule to one or more boards and log every record."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from sicell.cli.common import console, explain, say
+from sicell.errors import UsageError
+from sicell.progress import Display, NullDisplay, make_display
+from sicell.schedule import Schedule, ScheduleValidationError, load_schedule
+from sicell.session import RunSession, RunSummary, run_many
+from sicell.transport import detect_port
+
+
+def _slug(text: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
+    return s or "board"
+
+
+def _default_db(schedule_path: Path, board: str | None = None) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    stem = schedule_path.stem
+    if board:
+        stem += f"-{_slug(board)}"
+    return Path(f"{stem}-{stamp}.db")
+
+
+def _print_summary(con: Console, summary: RunSummary) -> None:
+    for line in summary.lines():
+        say(con, line)
+
+
+@click.command()
+@click.argument("schedule", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--port",
+    "-p",
+    "ports",
+    multiple=True,
+    help="serial device or URL (emu://rc); repeat for several boards; default: auto-detect",
+)
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), help="run database")
+@click.option(
+    "--resume",
+    "resume_db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="reattach to the run of this database (the board kept running)",
+)
+@click.option("--board-name", "names", multiple=True, help="a name for the board (per --port)")
+@click.option("--plain", is_flag=True, help="one line per update even on a terminal")
+@click.option("--quiet", "-q", is_flag=True, help="no progress, only the summary")
+def run(
+    schedule: Path | None,
+    ports: tuple[str, ...],
+    db: Path | None,
+    resume_db: Path | None,
+    names: tuple[str, ...],
+    plain: bool,
+    quiet: bool,
+) -> None:
+    """Run SCHEDULE (a TOML file) on a board and log it to a run database.
+
+    The board runs the schedule on its own; this command streams its records into SQLite
+    (committed before they are acknowledged) and shows progress. Stop watching with Ctrl-C at
+    any time: the board keeps running, and `sicell run --resume RUN.db --port PORT` picks up
+    where the database ends.
+    """
+    con = console()
+    if resume_db is not None and schedule is not None:
+        raise UsageError("give either SCHEDULE (a new run) or --resume RUN.db, not both")
+    if resume_db is None and schedule is None:
+        raise UsageError("missing SCHEDULE (a .toml file), or --resume RUN.db to reattach")
+    if names and len(names) != max(1, len(ports)):
+        raise UsageError("give one --board-name per --port")
+    port_list = list(ports) or [detect_port()]
+    if len(port_list) > 1 and (db is not None or resume_db is not None):
+        raise UsageError(
+            "--db and --resume name one run; with several --port each board gets its own "
+            "database (<schedule>-<board>-<time>.db)"
+        )
+    display: Display = (
+        NullDisplay() if quiet else make_display(plain=True if plain else None, console=con)
+    )
+
+    if resume_db is not None:
+        name = names[0] if names else None
+        session = RunSession.resume(resume_db, port_list[0], name=name, display=display)
+        with display:
+            summary = session.run()
+        _print_summary(con, summary)
+        return
+
+    assert schedule is not None
+    sch = _load_schedule(schedule)
+    for w in sch.warnings():
+        say(con, f"warning: {w}")
+    sessions = []
+    for k, port in enumerate(port_list):
+        name = names[k] if names else (port if len(port_list) > 1 else None)
+        path = db if db is not None else _default_db(schedule, name if len(port_list) > 1 else None)
+        sessions.append(RunSession.new(sch, port, path, name=name, display=display))
+    if len(sessions) == 1:
+        with display:
+            summary = sessions[0].run()
+        _print_summary(con, summary)
+        return
+    with display:
+        results = run_many(sessions)
+    codes = []
+    for r in results:
+        if r.summary is not None:
+            _print_summary(con, r.summary)
+        elif r.error is not None:
+            text, code = explain(r.error)
+            click.echo(f"error: [{r.session.name}] {text}", err=True)
+            codes.append(code)
+    if codes:
+        raise click.exceptions.Exit(codes[0])
+
+
+def _load_schedule(path: Path) -> Schedule:
+    if not path.exists():
+        raise UsageError(f"{path}: no such schedule file")
+    try:
+        return load_schedule(path)
+    except ScheduleValidationError as e:
+        if str(path) in str(e):
+            raise
+        raise ScheduleValidationError(
+            f"{path}: {e}", step=e.step, label=e.label, key=e.key, value=e.value
+        ) from e
