@@ -7,6 +7,7 @@ import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -103,10 +104,6 @@ class CycleTable:
     rows: tuple[CycleRow, ...]
     requested_reference: int
     reference_cycle: int | None
-    fade_pct_per_cycle: float | None
-    fade_fit_cycles: tuple[int, int] | None
-    cycles_to_80: int | None
-    cycles_to_90: int | None
     notes: tuple[str, ...]
 
     def __len__(self) -> int:
@@ -142,6 +139,48 @@ class CycleTable:
     @property
     def final_retention(self) -> float | None:
         return self.rows[-1].retention if self.rows else None
+
+    @cached_property
+    def _after_reference(self) -> list[CycleRow]:
+        """The reference cycle and the later ones (those with a retention)."""
+        ref = self.reference_cycle
+        if ref is None:
+            return []
+        return [r for r in self.rows if r.cycle >= ref and r.retention is not None]
+
+    @cached_property
+    def _fade_fit(self) -> tuple[float, tuple[int, int]] | None:
+        """Minus the slope of retention (%) against cycle, fitted from the reference cycle on,
+        and the first and last cycle of the fit (None with fewer than two cycles)."""
+        after = self._after_reference
+        if len(after) < 2:
+            return None
+        x = np.array([r.cycle for r in after], dtype=np.float64)
+        y = np.array([100.0 * float(r.retention or 0.0) for r in after])
+        slope = float(np.polyfit(x, y, 1)[0])
+        return -slope, (after[0].cycle, after[-1].cycle)
+
+    @property
+    def fade_pct_per_cycle(self) -> float | None:
+        return None if self._fade_fit is None else self._fade_fit[0]
+
+    @property
+    def fade_fit_cycles(self) -> tuple[int, int] | None:
+        return None if self._fade_fit is None else self._fade_fit[1]
+
+    def _cycles_to(self, retention: float) -> int | None:
+        """The first cycle from the reference on whose retention is at or below ``retention``
+        (a fraction; None when never reached)."""
+        after = self._after_reference
+        return next((r.cycle for r in after if (r.retention or 0.0) <= retention + 1e-12), None)
+
+    @property
+    def cycles_to_80(self) -> int | None:
+        return self._cycles_to(0.8)
+
+    @property
+    def cycles_to_90(self) -> int | None:
+        return self._cycles_to(0.9)
 
     def to_structured(self) -> NDArray[np.void]:
         """The table as a numpy structured array (None → NaN, cycle as int64)."""
@@ -329,28 +368,10 @@ def cycle_table(
         CycleRow(retention=None if ref_cap is None else r["delith_mah"] / ref_cap, **r) for r in raw
     )
 
-    fade: float | None = None
-    fit: tuple[int, int] | None = None
-    to80: int | None = None
-    to90: int | None = None
-    if ref is not None:
-        after = [r for r in rows if r.cycle >= ref and r.retention is not None]
-        if len(after) >= 2:
-            x = np.array([r.cycle for r in after], dtype=np.float64)
-            y = np.array([100.0 * float(r.retention or 0.0) for r in after])
-            slope = float(np.polyfit(x, y, 1)[0])
-            fade = -slope
-            fit = (after[0].cycle, after[-1].cycle)
-        to80 = next((r.cycle for r in after if (r.retention or 0.0) <= 0.8 + 1e-12), None)
-        to90 = next((r.cycle for r in after if (r.retention or 0.0) <= 0.9 + 1e-12), None)
     return CycleTable(
         run_name=run.name,
         rows=rows,
         requested_reference=reference_cycle,
         reference_cycle=ref,
-        fade_pct_per_cycle=fade,
-        fade_fit_cycles=fit,
-        cycles_to_80=to80,
-        cycles_to_90=to90,
         notes=tuple(notes),
     )

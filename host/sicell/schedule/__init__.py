@@ -17,50 +17,15 @@ Conventions (DESIGN.md §5): current + = lithiation of the working electrode, st
 from __future__ import annotations
 
 from sicell.errors import ScheduleError
-from sicell.schedule.document import Schedule
-from sicell.schedule.model import (
-    CONVENTIONS,
-    DEFAULT_LIMITS,
-    BoardLimits,
-    ChargeValue,
-    ControlSpec,
-    CurrentValue,
-    LimitSpec,
-    Potential,
-    RecordSpec,
-    ResolvedStep,
-    SafetySpec,
-    StepSpec,
-    Vs,
-)
-from sicell.schedule.parse import load_schedule, parse_schedule
-from sicell.schedule.vocabulary import KIND_CODES
-from sicell.units import REFERENCES, Reference, to_cell_v, to_li_v
-
-__all__ = [
-    "CONVENTIONS",
-    "DEFAULT_LIMITS",
-    "KIND_CODES",
-    "REFERENCES",
-    "BoardLimits",
-    "ChargeValue",
-    "ControlSpec",
-    "CurrentValue",
-    "LimitSpec",
-    "Potential",
-    "RecordSpec",
-    "Reference",
-    "ResolvedStep",
-    "SafetySpec",
-    "Schedule",
-    "ScheduleValidationError",
-    "StepSpec",
-    "Vs",
-    "load_schedule",
-    "parse_schedule",
-    "to_cell_v",
-    "to_li_v",
-]
+from sicell.schedule.document import Schedule as Schedule
+from sicell.schedule.model import *  # noqa: F403  (the package exports what model.__all__ names)
+from sicell.schedule.parse import load_schedule as load_schedule
+from sicell.schedule.parse import parse_schedule as parse_schedule
+from sicell.schedule.vocabulary import KIND_CODES as KIND_CODES
+from sicell.units import REFERENCES as REFERENCES
+from sicell.units import Reference as Reference
+from sicell.units import to_cell_v as to_cell_v
+from sicell.units import to_li_v as to_li_v
 
 ScheduleValidationError = ScheduleError
 """The name the schedule code and its callers use for ``sicell.errors.ScheduleError``."""

@@ -5,11 +5,12 @@ and safety windows, durations and rates in wire units, ranges, compliance, recor
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sicell.protocol import schedule as wire
 from sicell.schedule.model import (
     PERMISSIVE,
+    Amount,
     BoardLimits,
     ChargeValue,
     CurrentValue,
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
     from sicell.schedule.document import Schedule
 
 __all__ = ["Resolver", "safety_window"]
+
+_NO_AREA = ("the schedule has no area", "[cell] area_cm2")
+_NO_MASS = ("the schedule has no mass", "[cell] mass_mg or loading_mg_cm2")
 
 
 def safety_window(sched: Schedule, limits: BoardLimits) -> tuple[float, float]:
@@ -64,56 +68,40 @@ class Resolver:
         return tgt
 
     def current_a(self, st: StepSpec, cv: CurrentValue, what: str) -> float:
-        kw = step_kw(st, cv.key, cv.raw)
         if cv.kind == "abs":
             return cv.value
         sched = self.sched
         if cv.kind == "density":
-            if sched.area_cm2 is None:
-                raise err(
-                    st.where(),
-                    f"{cv.key} = {cv.raw!r} is a current density but the schedule has no area; "
-                    "expected [cell] area_cm2",
-                    **kw,
-                )
-            return cv.value * sched.area_cm2
-        one_c = sched.one_c_a
-        if one_c is None:
-            missing = []
-            if sched.mass_mg is None:
-                missing.append("[cell] mass_mg (or loading_mg_cm2 with area_cm2)")
-            if sched.capacity_mah_g is None:
-                missing.append("[cell] capacity_mah_g")
-            raise err(
-                st.where(),
-                f"{cv.key} = {cv.raw!r} is a C-rate for the {what} but 1C is unknown; "
-                f"expected {' and '.join(missing)}",
-                **kw,
-            )
-        return cv.value * one_c
+            return self._times(st, cv, "a current density", sched.area_cm2, _NO_AREA)
+        missing = []
+        if sched.mass_mg is None:
+            missing.append("[cell] mass_mg (or loading_mg_cm2 with area_cm2)")
+        if sched.capacity_mah_g is None:
+            missing.append("[cell] capacity_mah_g")
+        no_one_c = ("1C is unknown", " and ".join(missing))
+        return self._times(st, cv, f"a C-rate for the {what}", sched.one_c_a, no_one_c)
 
     def charge_ah(self, st: StepSpec, q: ChargeValue) -> float:
-        kw = step_kw(st, q.key, q.raw)
-        sched = self.sched
         if q.kind == "abs":
             return q.value
+        sched = self.sched
         if q.kind == "per_g":
-            if sched.mass_mg is None:
-                raise err(
-                    st.where(),
-                    f"{q.key} = {q.raw!r} is per gram but the schedule has no mass; "
-                    "expected [cell] mass_mg or loading_mg_cm2",
-                    **kw,
-                )
-            return q.value * sched.mass_mg * 1e-3
-        if sched.area_cm2 is None:
+            return self._times(st, q, "per gram", sched.mass_mg, _NO_MASS) * 1e-3
+        return self._times(st, q, "per cm²", sched.area_cm2, _NO_AREA)
+
+    def _times(
+        self, st: StepSpec, a: Amount[Any], what: str, by: float | None, lack: tuple[str, str]
+    ) -> float:
+        """``a``'s value times ``by``, a figure of the schedule; ``lack`` (what is missing, what
+        to give) explains the refusal when it is None."""
+        if by is None:
+            missing, expected = lack
             raise err(
                 st.where(),
-                f"{q.key} = {q.raw!r} is per cm² but the schedule has no area; "
-                "expected [cell] area_cm2",
-                **kw,
+                f"{a.key} = {a.raw!r} is {what} but {missing}; expected {expected}",
+                **step_kw(st, a.key, a.raw),
             )
-        return q.value * sched.area_cm2
+        return a.value * by
 
     def ms(self, st: StepSpec, seconds: float, key: str = "duration") -> int:
         ms = s_to_ms(seconds)

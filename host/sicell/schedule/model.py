@@ -5,23 +5,24 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
-from sicell.units import REFERENCES, Reference, to_cell_v, to_li_v
+from sicell.units import Reference, to_cell_v, to_li_v
 
 __all__ = [
     "CONVENTIONS",
     "DEFAULT_LIMITS",
     "PERMISSIVE",
-    "REFERENCES",
+    "Amount",
     "BoardLimits",
+    "ChargeKind",
     "ChargeValue",
     "ControlSpec",
+    "CurrentKind",
     "CurrentValue",
     "LimitSpec",
     "Potential",
     "RecordSpec",
-    "Reference",
     "ResolvedStep",
     "SafetySpec",
     "StepSpec",
@@ -107,24 +108,28 @@ class Potential:
         return f"{self.key} = {self.value:g} V cell ({to_li_v(self.value, ref):.4f} V vs Li)"
 
 
+CurrentKind = Literal["abs", "density", "c_rate"]
+ChargeKind = Literal["abs", "per_g", "per_cm2"]
+KindT = TypeVar("KindT", bound=str)
+
+
 @dataclass(frozen=True, kw_only=True)
-class CurrentValue:
+class Amount(Generic[KindT]):
+    """A value as written in one of several kinds of unit: ``value`` is scaled to the kind's
+    unit; ``key`` and ``raw`` are the key and the value as the file gives them."""
+
+    kind: KindT
+    value: float
+    key: str
+    raw: Any
+
+
+class CurrentValue(Amount[CurrentKind]):
     """A current as written: ``kind`` abs (A), density (A/cm²) or c_rate (multiple of 1C)."""
 
-    kind: Literal["abs", "density", "c_rate"]
-    value: float
-    key: str
-    raw: Any
 
-
-@dataclass(frozen=True, kw_only=True)
-class ChargeValue:
+class ChargeValue(Amount[ChargeKind]):
     """A charge as written: abs (Ah), per_g (Ah/g) or per_cm2 (Ah/cm²)."""
-
-    kind: Literal["abs", "per_g", "per_cm2"]
-    value: float
-    key: str
-    raw: Any
 
 
 @dataclass(frozen=True, kw_only=True)

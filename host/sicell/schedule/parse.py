@@ -10,23 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from sicell.errors import ScheduleError
+from sicell.schedule import readers as rd
 from sicell.schedule.document import Schedule
 from sicell.schedule.model import ControlSpec, RecordSpec, SafetySpec, StepSpec
 from sicell.schedule.parse_step import parse_step
-from sicell.schedule.readers import (
-    PotentialReader,
-    as_int,
-    as_num,
-    as_pos,
-    as_str,
-    as_table,
-    as_vs,
-    check_keys,
-    err,
-    one_of,
-    record_spec,
-    step_kw,
-)
 from sicell.schedule.vocabulary import (
     CELL_KEYS,
     CONTROL_KEYS,
@@ -56,36 +43,35 @@ def parse_schedule(text: str, source: str = "<string>") -> Schedule:
     except tomllib.TOMLDecodeError as e:
         raise ScheduleError(f"{source}: not valid TOML: {e}") from e
     where = source
-    check_keys(where, doc, TOP_KEYS)
+    rd.check_keys(where, doc, TOP_KEYS)
 
     name = doc.get("name")
     if name is None:
         name = Path(source).stem if source != "<string>" else "schedule"
-    name = as_str(where, "name", name)
-    description = as_str(where, "description", doc["description"]) if "description" in doc else None
-    default_vs = as_vs(where, doc["vs"]) if "vs" in doc else None
+    name = rd.as_str(where, "name", name)
+    description = (
+        rd.as_str(where, "description", doc["description"]) if "description" in doc else None
+    )
+    default_vs = rd.as_vs(where, doc["vs"]) if "vs" in doc else None
     charge_means = None
     if "charge_means" in doc:
-        charge_means = as_str(where, "charge_means", doc["charge_means"]).lower()
-        if charge_means not in ("lithiation", "delithiation"):
-            raise err(
-                where,
-                f'charge_means = {doc["charge_means"]!r}; expected "lithiation" or "delithiation"',
-                key="charge_means",
-                value=doc["charge_means"],
-            )
+        named = ("lithiation", "delithiation")
+        charge_means = rd.as_choice(where, "charge_means", doc["charge_means"], named)
 
-    reference = _reference(as_table(where, doc.get("reference", {}), "[reference]"))
-    ct = as_table(where, doc.get("cell", {}), "[cell]")
+    def table(key: str) -> dict[str, Any]:
+        return rd.as_table(where, doc.get(key, {}), f"[{key}]")
+
+    reference = _reference(table("reference"))
+    ct = table("cell")
     cell = _cell(ct)
-    potential = PotentialReader(reference, default_vs)
-    safety = _safety(as_table(where, doc.get("safety", {}), "[safety]"), potential)
-    recording = _recording(as_table(where, doc.get("recording", {}), "[recording]"))
-    control = _control(as_table(where, doc.get("control", {}), "[control]"))
+    potential = rd.PotentialReader(reference, default_vs)
+    safety = _safety(table("safety"), potential)
+    recording = _recording(table("recording"))
+    control = _control(table("control"))
 
     raw_steps = doc.get("step", [])
     if not isinstance(raw_steps, list):
-        raise err(where, "step must be an array of tables ([[step]])", key="step")
+        raise rd.err(where, "step must be an array of tables ([[step]])", key="step")
     steps = [parse_step(i, raw, potential, charge_means) for i, raw in enumerate(raw_steps)]
     _check_labels(steps)
 
@@ -97,7 +83,7 @@ def parse_schedule(text: str, source: str = "<string>") -> Schedule:
         thickness_um=_opt_pos_cell(ct, "thickness_um"),
         density_g_cm3=_opt_pos_cell(ct, "density_g_cm3"),
         capacity_mah_g=cell["capacity_mah_g"],
-        cell_name=as_str("[cell]", "name", ct["name"]) if "name" in ct else None,
+        cell_name=rd.as_str("[cell]", "name", ct["name"]) if "name" in ct else None,
         description=description,
         resistance_ohm=cell["resistance_ohm"],
         default_vs=default_vs,
@@ -111,32 +97,32 @@ def parse_schedule(text: str, source: str = "<string>") -> Schedule:
 
 
 def _reference(rt: dict[str, Any]) -> Reference:
-    check_keys("[reference]", rt, REFERENCE_KEYS)
-    electrode = as_str("[reference]", "electrode", rt.get("electrode", "In-Li"))
-    offset = as_num("[reference]", "offset_v", rt["offset_v"]) if "offset_v" in rt else None
+    rd.check_keys("[reference]", rt, REFERENCE_KEYS)
+    electrode = rd.as_str("[reference]", "electrode", rt.get("electrode", "In-Li"))
+    offset = rd.as_num("[reference]", "offset_v", rt["offset_v"]) if "offset_v" in rt else None
     try:
         return reference_from(electrode, offset)
     except ValueError as e:
-        raise err("[reference]", str(e), key="electrode", value=electrode) from None
+        raise rd.err("[reference]", str(e), key="electrode", value=electrode) from None
 
 
 def _opt_pos_cell(ct: dict[str, Any], key: str) -> float | None:
-    return as_pos("[cell]", key, ct[key]) if key in ct else None
+    return rd.as_pos("[cell]", key, ct[key]) if key in ct else None
 
 
 def _cell(ct: dict[str, Any]) -> dict[str, float | None]:
     """area_cm2, mass_mg, capacity_mah_g and resistance_ohm from ``[cell]``."""
     w = "[cell]"
-    check_keys(w, ct, CELL_KEYS)
+    rd.check_keys(w, ct, CELL_KEYS)
     area = _opt_pos_cell(ct, "area_cm2")
     mass = _opt_pos_cell(ct, "mass_mg")
     loading = _opt_pos_cell(ct, "loading_mg_cm2")
     if loading is not None:
         if area is None:
-            raise err(w, "loading_mg_cm2 needs area_cm2 to give a mass", key="loading_mg_cm2")
+            raise rd.err(w, "loading_mg_cm2 needs area_cm2 to give a mass", key="loading_mg_cm2")
         from_loading = loading * area
         if mass is not None and abs(mass - from_loading) > 0.01 * mass:
-            raise err(
+            raise rd.err(
                 w,
                 f"mass_mg = {mass:g} disagrees with loading_mg_cm2 × area_cm2 = "
                 f"{from_loading:.4g} mg; expected one of them, or values that agree within 1 %",
@@ -146,41 +132,41 @@ def _cell(ct: dict[str, Any]) -> dict[str, float | None]:
         if mass is None:
             mass = from_loading
     if "capacity_mah_g" in ct and "theoretical_capacity_mah_g" in ct:
-        raise err(w, "give capacity_mah_g or theoretical_capacity_mah_g, not both")
+        raise rd.err(w, "give capacity_mah_g or theoretical_capacity_mah_g, not both")
     cap = _opt_pos_cell(ct, "capacity_mah_g") or _opt_pos_cell(ct, "theoretical_capacity_mah_g")
     res = _opt_pos_cell(ct, "resistance_ohm")
     res_cm2 = _opt_pos_cell(ct, "resistance_ohm_cm2")
     if res is not None and res_cm2 is not None:
-        raise err(w, "give resistance_ohm or resistance_ohm_cm2, not both", key="resistance_ohm")
+        raise rd.err(w, "give resistance_ohm or resistance_ohm_cm2, not both", key="resistance_ohm")
     if res_cm2 is not None:
         if area is None:
-            raise err(w, "resistance_ohm_cm2 needs area_cm2", key="resistance_ohm_cm2")
+            raise rd.err(w, "resistance_ohm_cm2 needs area_cm2", key="resistance_ohm_cm2")
         res = res_cm2 / area
     if "name" in ct:
-        as_str(w, "name", ct["name"])
+        rd.as_str(w, "name", ct["name"])
     return {"area_cm2": area, "mass_mg": mass, "capacity_mah_g": cap, "resistance_ohm": res}
 
 
-def _safety(stb: dict[str, Any], potential: PotentialReader) -> SafetySpec:
+def _safety(stb: dict[str, Any], potential: rd.PotentialReader) -> SafetySpec:
     w = "[safety]"
-    check_keys(w, stb, SAFETY_KEYS)
-    svs = as_vs(w, stb["vs"]) if "vs" in stb else None
+    rd.check_keys(w, stb, SAFETY_KEYS)
+    svs = rd.as_vs(w, stb["vs"]) if "vs" in stb else None
     v_min = potential(w, "v_min", stb["v_min"], svs) if "v_min" in stb else None
     v_max = potential(w, "v_max", stb["v_max"], svs) if "v_max" in stb else None
-    ikey = one_of(w, stb, {"i_max_ma": 0, "i_max_ua": 0}, "current ceiling")
+    ikey = rd.one_of(w, stb, {"i_max_ma": 0, "i_max_ua": 0}, "current ceiling")
     i_max = None
     if ikey:
-        i_max = as_pos(w, ikey, stb[ikey]) * (1e-3 if ikey == "i_max_ma" else 1e-6)
-    temp = as_num(w, "temp_max_c", stb["temp_max_c"]) if "temp_max_c" in stb else None
-    deb = as_pos(w, "debounce_s", stb.get("debounce_s", 0.5), zero_ok=True)
+        i_max = rd.as_pos(w, ikey, stb[ikey]) * (1e-3 if ikey == "i_max_ma" else 1e-6)
+    temp = rd.as_num(w, "temp_max_c", stb["temp_max_c"]) if "temp_max_c" in stb else None
+    deb = rd.as_pos(w, "debounce_s", stb.get("debounce_s", 0.5), zero_ok=True)
     return SafetySpec(
         v_min=v_min, v_max=v_max, i_max_a=i_max, i_max_key=ikey, temp_max_c=temp, debounce_s=deb
     )
 
 
 def _recording(rec_t: dict[str, Any]) -> RecordSpec:
-    check_keys("[recording]", rec_t, RECORDING_KEYS)
-    rec = record_spec("[recording]", rec_t)
+    rd.check_keys("[recording]", rec_t, RECORDING_KEYS)
+    rec = rd.record_spec("[recording]", rec_t)
     return RecordSpec(
         dt_s=rec.dt_s if rec.dt_s is not None else 60.0,
         dv_mv=rec.dv_mv if rec.dv_mv is not None else 5.0,
@@ -191,23 +177,17 @@ def _recording(rec_t: dict[str, Any]) -> RecordSpec:
 
 def _control(ctl_t: dict[str, Any]) -> ControlSpec:
     w = "[control]"
-    check_keys(w, ctl_t, CONTROL_KEYS)
-    tick = as_int(w, "tick_ms", ctl_t.get("tick_ms", 100))
-    slow = as_int(w, "slow_tick_ms", ctl_t.get("slow_tick_ms", max(1000, tick)))
+    rd.check_keys(w, ctl_t, CONTROL_KEYS)
+    tick = rd.as_int(w, "tick_ms", ctl_t.get("tick_ms", 100))
+    slow = rd.as_int(w, "slow_tick_ms", ctl_t.get("slow_tick_ms", max(1000, tick)))
     if not 1 <= tick <= 60000:
-        raise err(w, f"tick_ms = {tick}; expected 1…60000", key="tick_ms", value=tick)
+        raise rd.err(w, f"tick_ms = {tick}; expected 1…60000", key="tick_ms", value=tick)
     if not tick <= slow <= 60000:
-        raise err(
+        raise rd.err(
             w, f"slow_tick_ms = {slow}; expected {tick}…60000", key="slow_tick_ms", value=slow
         )
-    host_loss = as_str(w, "host_loss", ctl_t.get("host_loss", "decimate")).lower()
-    if host_loss not in ("decimate", "hold"):
-        raise err(
-            w,
-            f'host_loss = {ctl_t["host_loss"]!r}; expected "decimate" or "hold"',
-            key="host_loss",
-            value=ctl_t["host_loss"],
-        )
+    host_loss = ctl_t.get("host_loss", "decimate")
+    host_loss = rd.as_choice(w, "host_loss", host_loss, ("decimate", "hold"))
     return ControlSpec(
         tick_ms=tick,
         slow_tick_ms=slow,
@@ -220,10 +200,10 @@ def _check_labels(steps: list[StepSpec]) -> None:
     for st in steps:
         if st.label:
             if st.label in seen:
-                raise err(
+                raise rd.err(
                     st.where(),
                     f"label = {st.label!r} is already used by step {seen[st.label]}; expected "
                     "unique labels",
-                    **step_kw(st, "label", st.label),
+                    **rd.step_kw(st, "label", st.label),
                 )
             seen[st.label] = st.index

@@ -12,6 +12,7 @@ from sicell.schedule.oneliner import expand_one_liner
 from sicell.schedule.readers import (
     PotentialReader,
     as_bool,
+    as_choice,
     as_int,
     as_num,
     as_pos,
@@ -44,7 +45,7 @@ from sicell.schedule.vocabulary import (
     UNTIL_CHARGE_KEYS,
     UNTIL_CURRENT_KEYS,
     UNTIL_DVDT_KEYS,
-    CurrentKind,
+    CurrentKeys,
 )
 from sicell.units import parse_duration
 
@@ -215,15 +216,8 @@ def _current(st: StepSpec, t: Mapping[str, Any], kw: dict[str, Any]) -> None:
         )
     st.current = current_value(where, ckey, t[ckey], CURRENT_KEYS, **kw)
     if "direction" in t:
-        d = as_str(where, "direction", t["direction"], **kw).lower()
-        if d not in _DIRECTIONS:
-            raise err(
-                where,
-                f'direction = {t["direction"]!r}; expected "lithiation" or "delithiation"',
-                key="direction",
-                value=t["direction"],
-                **kw,
-            )
+        named = ("lithiation", "delithiation")
+        d = as_choice(where, "direction", t["direction"], named, _DIRECTIONS, **kw)
         st.direction = _DIRECTIONS[d]
     elif st.current.value == 0:
         raise err(where, f"{ckey} = 0; expected a non-zero current", key=ckey, **kw)
@@ -376,7 +370,7 @@ def _lim_scaled(scales: Mapping[str, float]) -> _LimitReader:
     return read
 
 
-def _lim_current(table: Mapping[str, tuple[CurrentKind, float]]) -> _LimitReader:
+def _lim_current(table: CurrentKeys) -> _LimitReader:
     def read(
         where: str, key: str, raw: dict[str, Any], pot: PotentialReader, svs: Vs | None, kw: Any
     ) -> _LimitValue:

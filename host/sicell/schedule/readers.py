@@ -4,7 +4,7 @@ with the step, label, key and value attached)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Container, Mapping, Sequence
 from typing import Any
 
 from sicell.errors import ScheduleError
@@ -16,12 +16,13 @@ from sicell.schedule.model import (
     StepSpec,
     Vs,
 )
-from sicell.schedule.vocabulary import RECORD_KEYS, ChargeKind, CurrentKind
+from sicell.schedule.vocabulary import RECORD_KEYS, ChargeKeys, CurrentKeys
 from sicell.units import Reference, parse_c_rate
 
 __all__ = [
     "PotentialReader",
     "as_bool",
+    "as_choice",
     "as_int",
     "as_num",
     "as_pos",
@@ -127,6 +128,23 @@ def as_bool(where: str, key: str, value: Any, **kw: Any) -> bool:
     return value
 
 
+def as_choice(
+    where: str,
+    key: str,
+    value: Any,
+    named: Sequence[str],
+    accepted: Container[str] | None = None,
+    **kw: Any,
+) -> str:
+    """``value`` lower-cased, refused unless it is one of ``accepted`` (default: ``named``, the
+    words the error message offers)."""
+    s = as_str(where, key, value, **kw).lower()
+    if s not in (named if accepted is None else accepted):
+        offered = " or ".join(f'"{w}"' for w in named)
+        raise err(where, f"{key} = {value!r}; expected {offered}", key=key, value=value, **kw)
+    return s
+
+
 def as_vs(where: str, value: Any, **kw: Any) -> Vs:
     s = as_str(where, "vs", value, **kw).strip().lower()
     if s in ("li", "li+/li", "li/li+"):
@@ -152,13 +170,7 @@ def one_of(
     return present[0] if present else None
 
 
-def current_value(
-    where: str,
-    key: str,
-    value: Any,
-    table: Mapping[str, tuple[CurrentKind, float]],
-    **kw: Any,
-) -> CurrentValue:
+def current_value(where: str, key: str, value: Any, table: CurrentKeys, **kw: Any) -> CurrentValue:
     kind, scale = table[key]
     if kind == "c_rate":
         try:
@@ -170,13 +182,7 @@ def current_value(
     return CurrentValue(kind=kind, value=v * scale, key=key, raw=value)
 
 
-def charge_value(
-    where: str,
-    key: str,
-    value: Any,
-    table: Mapping[str, tuple[ChargeKind, float]],
-    **kw: Any,
-) -> ChargeValue:
+def charge_value(where: str, key: str, value: Any, table: ChargeKeys, **kw: Any) -> ChargeValue:
     kind, scale = table[key]
     return ChargeValue(kind=kind, value=as_pos(where, key, value, **kw) * scale, key=key, raw=value)
 

@@ -3,9 +3,10 @@ accepts, limit operators. ``docs/schedule.md`` documents exactly these (a test c
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
 
 from sicell.protocol import schedule as wire
+from sicell.schedule.model import ChargeKind, CurrentKind
 
 __all__ = [
     "CELL_KEYS",
@@ -34,6 +35,10 @@ __all__ = [
     "UNTIL_CHARGE_KEYS",
     "UNTIL_CURRENT_KEYS",
     "UNTIL_DVDT_KEYS",
+    "ChargeKeys",
+    "ChargeKind",
+    "CurrentKeys",
+    "CurrentKind",
 ]
 
 I32 = 2**31 - 1
@@ -50,10 +55,12 @@ KIND_CODES: dict[str, int] = {
 }
 """Step kinds (the order is the one error messages list) → wire codes."""
 
-CurrentKind = Literal["abs", "density", "c_rate"]
-ChargeKind = Literal["abs", "per_g", "per_cm2"]
+CurrentKeys = Mapping[str, tuple[CurrentKind, float]]
+"""A table of current keys → (kind, scale to A, A/cm² or multiples of 1C)."""
+ChargeKeys = Mapping[str, tuple[ChargeKind, float]]
+"""A table of charge keys → (kind, scale to Ah, Ah/g or Ah/cm²)."""
 
-CURRENT_KEYS: dict[str, tuple[CurrentKind, float]] = {
+CURRENT_KEYS: CurrentKeys = {
     "current_a": ("abs", 1.0),
     "current_ma": ("abs", 1e-3),
     "current_ua": ("abs", 1e-6),
@@ -65,7 +72,7 @@ CURRENT_KEYS: dict[str, tuple[CurrentKind, float]] = {
 UNTIL_CURRENT_KEYS = {"until_" + k: v for k, v in CURRENT_KEYS.items()}
 LIMIT_CURRENT_KEYS = {k: v for k, v in CURRENT_KEYS.items() if k != "c_rate"}
 LIMIT_ABS_CURRENT_KEYS = {"abs_" + k: v for k, v in LIMIT_CURRENT_KEYS.items()}
-CHARGE_KEYS: dict[str, tuple[ChargeKind, float]] = {
+CHARGE_KEYS: ChargeKeys = {
     "charge_mah": ("abs", 1e-3),
     "charge_uah": ("abs", 1e-6),
     "capacity_mah_g": ("per_g", 1e-3),
