@@ -25,6 +25,7 @@ Parquet as key-value metadata in the file's schema (each key's value JSON-encode
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as _dt
 import json
 import os
@@ -34,8 +35,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from sicell import __version__, schema
+from sicell import __version__
 from sicell.protocol.messages import F_STEP_FIRST
+from sicell.rundata import RunData, load_run
 from sicell.schedule import CONVENTIONS
 
 __all__ = [
@@ -69,47 +71,14 @@ BDF_COLUMNS: dict[str, str] = {
 _INT_COLUMNS = ("Cycle Count / 1", "Step Count / 1", "Step Index / 1")
 
 
-def _read(
-    db_path: Path,
-) -> tuple[dict[str, NDArray[Any]], dict[str, Any], list[dict[str, Any]]]:
-    con = schema.connect_readonly(db_path)
-    try:
-        meta = schema.read_meta(con)
-        rows = con.execute(
-            "SELECT seq, t_s, voltage_v, we_v, current_a, charge_ah, step, cycle, flags "
-            "FROM samples ORDER BY seq"
-        ).fetchall()
-        steps = [
-            {"idx": int(i), "kind": str(k), "current_a": c, "voltage_v": v, "label": lb}
-            for i, k, c, v, lb in con.execute(
-                "SELECT idx, kind, current_a, voltage_v, label FROM steps ORDER BY idx"
-            )
-        ]
-    finally:
-        con.close()
-    arr = np.array(rows, dtype=np.float64).reshape(-1, 9)
-    cols = {
-        "seq": arr[:, 0].astype(np.int64),
-        "t_s": arr[:, 1],
-        "voltage_v": arr[:, 2],
-        "we_v": arr[:, 3],
-        "current_a": arr[:, 4],
-        "charge_ah": arr[:, 5],
-        "step": arr[:, 6].astype(np.int64),
-        "cycle": arr[:, 7].astype(np.int64),
-        "flags": arr[:, 8].astype(np.int64),
-    }
-    return cols, meta, steps
-
-
 def _half_cycle_capacities(
-    cols: dict[str, NDArray[Any]], steps: list[dict[str, Any]]
+    run: RunData,
 ) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
     """(step count, charging capacity, discharging capacity) per sample."""
-    step = cols["step"]
-    cycle = cols["cycle"]
-    flags = cols["flags"]
-    q = cols["charge_ah"]
+    step = run.step
+    cycle = run.cycle
+    flags = run.flags
+    q = run.charge_ah
     n = len(step)
     step_count = np.zeros(n, dtype=np.int64)
     chg = np.zeros(n, dtype=np.float64)
@@ -122,7 +91,7 @@ def _half_cycle_capacities(
     step_count[:] = np.cumsum(new)
     starts = np.flatnonzero(new)
     ends = np.append(starts[1:], n)
-    kinds = {s["idx"]: (str(s["kind"]).lower(), s["current_a"]) for s in steps}
+    kinds = {s.idx: (s.kind.lower(), s.current_a) for s in run.steps.values()}
 
     half_dir = 0  # +1 lithiation, -1 delithiation, 0 none yet
     half_cycle = -1
@@ -155,20 +124,21 @@ def _half_cycle_capacities(
 def bdf_table(db_path: str | os.PathLike[str]) -> tuple[dict[str, NDArray[Any]], dict[str, Any]]:
     """The BDF columns (``BDF_COLUMNS`` order) as numpy arrays, and the export metadata."""
     p = Path(db_path)
-    cols, meta, steps = _read(p)
-    step_count, chg, dis = _half_cycle_capacities(cols, steps)
+    run = load_run(p)
+    step_count, chg, dis = _half_cycle_capacities(run)
     table: dict[str, NDArray[Any]] = {
-        "Test Time / s": cols["t_s"],
-        "Voltage / V": cols["voltage_v"],
-        "Current / A": cols["current_a"],
-        "Cycle Count / 1": cols["cycle"],
+        "Test Time / s": run.t_s,
+        "Voltage / V": run.voltage_v,
+        "Current / A": run.current_a,
+        "Cycle Count / 1": run.cycle,
         "Step Count / 1": step_count,
-        "Step Index / 1": cols["step"],
+        "Step Index / 1": run.step,
         "Charging Capacity / Ah": chg,
         "Discharging Capacity / Ah": dis,
-        "Working Electrode Potential vs Li / V": cols["we_v"],
+        "Working Electrode Potential vs Li / V": run.we_v,
     }
-    return table, export_metadata(p, meta, steps, len(step_count))
+    steps = [dataclasses.asdict(s) for s in run.steps.values()]
+    return table, export_metadata(p, run.meta, steps, len(step_count))
 
 
 def export_metadata(

@@ -30,10 +30,9 @@ def describe_nack(code: int, detail: int) -> str:
     """The NACK error in words, with its detail decoded where the protocol defines it."""
     name = messages.ERROR_NAMES.get(code, f"error {code}")
     if code == messages.E_SCHEDULE:
-        step = (detail >> 8) & 0xFFFF
-        err = detail & 0xFF
+        step, err = wire_schedule.split_nack_detail(detail)
         text = wire_schedule.ERR_TEXT.get(err, f"schedule error {err}")
-        where = "header" if step == 0xFFFF else f"step {step}"
+        where = "header" if step < 0 else f"step {step}"
         return f"{name}: {where}: {text}"
     if code in _DETAIL_TEXT:
         return f"{name} ({_DETAIL_TEXT[code](detail)})"

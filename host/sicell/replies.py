@@ -34,13 +34,13 @@ CAP_NAMES = {
     messages.CAP_WDT: "watchdog",
 }
 
-# Channels of a calibration entry (CAL_GET / CAL_SET ``channel``, firmware/calibration.py):
-# each is the forward model of the hardware, ``output = input × gain + offset``.
-CH_VOLTAGE = 0  # voltage measurement: raw µV = true µV × gain + offset
-CH_CURRENT = 1  # current measurement: raw nA = true nA × gain + offset
-CH_SETPOINT = 2  # current set point: actual nA = commanded nA × gain + offset
-CHANNELS = (CH_VOLTAGE, CH_CURRENT, CH_SETPOINT)
-CHANNEL_NAMES = {CH_VOLTAGE: "voltage", CH_CURRENT: "current", CH_SETPOINT: "setpoint"}
+# Channels of a calibration entry (CAL_GET / CAL_SET ``channel``; messages.CH_* define them).
+CHANNELS = (messages.CH_VOLTAGE, messages.CH_CURRENT, messages.CH_SETPOINT)
+CHANNEL_NAMES = {
+    messages.CH_VOLTAGE: "voltage",
+    messages.CH_CURRENT: "current",
+    messages.CH_SETPOINT: "setpoint",
+}
 
 
 def state_name(state: int) -> str:
@@ -195,7 +195,7 @@ class Status(_BoardState):
 @dataclass(frozen=True)
 class CalEntry:
     """One calibration entry: output = input × gain_ppm / 1e6 + offset (board units; see
-    CH_VOLTAGE, CH_CURRENT, CH_SETPOINT for what input and output are)."""
+    messages.CH_* for what input and output are)."""
 
     range: int
     channel: int

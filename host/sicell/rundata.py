@@ -16,20 +16,20 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sicell import schema
+
+# SAMPLE flags, re-exported for analysis: first/last point of a step, CV phase, relay open,
+# ADC clipped, range change, gap (protocol/messages.py owns them).
+from sicell.protocol.messages import F_CLIPPED as F_CLIPPED
+from sicell.protocol.messages import F_CV as F_CV
+from sicell.protocol.messages import F_GAP as F_GAP
+from sicell.protocol.messages import F_OPEN as F_OPEN
+from sicell.protocol.messages import F_RANGE as F_RANGE
+from sicell.protocol.messages import F_STEP_FIRST as F_STEP_FIRST
+from sicell.protocol.messages import F_STEP_LAST as F_STEP_LAST
 from sicell.store import EventRecord, read_events
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
-
-# SAMPLE flags (protocol/messages.py, mirrored here so analysis does not depend on the wire
-# module): first/last point of a step, CV phase, relay open, ADC clipped, range change, gap.
-F_STEP_FIRST = 0x01
-F_STEP_LAST = 0x02
-F_CV = 0x04
-F_OPEN = 0x08
-F_CLIPPED = 0x10
-F_RANGE = 0x20
-F_GAP = 0x40
 
 # Step kinds during which no current flows (the cell rests or the relay is open).
 REST_KINDS = frozenset({"rest", "ocv"})
@@ -162,57 +162,58 @@ class RunData:
         return "run"
 
     # ---- normalisation inputs (None when unknown) --------------------------------------
+    def _meta_float(self, key: str) -> float | None:
+        """The metadata value ``key`` as a positive finite float, else None."""
+        return _opt_float(self.meta.get(key))
+
     @property
     def area_cm2(self) -> float | None:
         """Electrode area in cm² (meta ``area_cm2``)."""
-        return _opt_float(self.meta.get("area_cm2"))
+        return self._meta_float("area_cm2")
 
     @property
     def mass_mg(self) -> float | None:
         """Active mass in mg: meta ``mass_mg``, else ``loading_mg_cm2`` × ``area_cm2``."""
-        m = _opt_float(self.meta.get("mass_mg"))
+        m = self._meta_float("mass_mg")
         if m is None:
-            loading, a = _opt_float(self.meta.get("loading_mg_cm2")), self.area_cm2
-            if loading is not None and a is not None:
-                m = loading * a
+            m = _product(self._meta_float("loading_mg_cm2"), self.area_cm2)
         return m
 
     @property
     def mass_g(self) -> float | None:
         """Active mass in g."""
-        m = self.mass_mg
-        return None if m is None else m * 1e-3
+        return _product(self.mass_mg, 1e-3)
 
     @property
     def loading_mg_cm2(self) -> float | None:
         """Active mass loading in mg/cm² (mass / area, or meta ``loading_mg_cm2``)."""
         m, a = self.mass_mg, self.area_cm2
         if m is None or a is None:
-            return _opt_float(self.meta.get("loading_mg_cm2"))
+            return self._meta_float("loading_mg_cm2")
         return m / a
 
     @property
     def thickness_um(self) -> float | None:
         """Film thickness in µm (meta ``thickness_um``)."""
-        return _opt_float(self.meta.get("thickness_um"))
+        return self._meta_float("thickness_um")
 
     @property
     def thickness_cm(self) -> float | None:
-        th = self.thickness_um
-        return None if th is None else th * 1e-4
+        """Film thickness in cm."""
+        return _product(self.thickness_um, 1e-4)
 
     @property
     def density_g_cm3(self) -> float | None:
         """Film density in g/cm³ (meta ``density_g_cm3``)."""
-        return _opt_float(self.meta.get("density_g_cm3"))
+        return self._meta_float("density_g_cm3")
 
     @property
     def volume_cm3(self) -> float | None:
         """Electrode (film) volume in cm³: area × thickness when both are known, else
         mass / density when both are known, else None."""
-        a, th = self.area_cm2, self.thickness_cm
-        if a is not None and th is not None:
-            return a * th
+        v = _product(self.area_cm2, self.thickness_cm)
+        if v is not None:
+            return v
         m, d = self.mass_g, self.density_g_cm3
         if m is not None and d is not None:
             return m / d
@@ -232,6 +233,11 @@ class RunData:
         if rest_steps:
             mask |= np.isin(self.step, np.asarray(rest_steps, dtype=np.int64))
         return np.asarray(mask, dtype=np.bool_)
+
+
+def _product(a: float | None, b: float | None) -> float | None:
+    """a × b, or None when either is unknown."""
+    return None if a is None or b is None else a * b
 
 
 def _opt_float_any(value: Any) -> float | None:

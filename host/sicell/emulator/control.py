@@ -33,9 +33,26 @@ from __future__ import annotations
 
 import json
 import socket
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sicell.errors import ControlError
+
+_T = TypeVar("_T")
+
+
+def _command(
+    cmd: str, field: str, conv: Callable[[_T], object], doc: str
+) -> Callable[[EmulatorControl, _T], None]:
+    """A method sending ``cmd`` with ``field`` = conv(value) and dropping the reply."""
+
+    def send(self: EmulatorControl, value: _T) -> None:
+        self.request(cmd, **{field: conv(value)})
+
+    send.__name__ = cmd
+    send.__qualname__ = f"EmulatorControl.{cmd}"
+    send.__doc__ = doc
+    return send
 
 
 class EmulatorControl:
@@ -125,25 +142,15 @@ class EmulatorControl:
         pty = self.request("replug").get("pty")
         return str(pty) if pty is not None else None
 
-    def freeze(self, ms: int) -> None:
-        """Stall the firmware for ``ms`` (longer than the watchdog timeout: watchdog reset)."""
-        self.request("freeze", ms=int(ms))
-
-    def brownout(self, ms: int) -> None:
-        """Drop the supply for ``ms``: the board loses RAM state and power-on resets."""
-        self.request("brownout", ms=int(ms))
+    # commands of one field whose reply is not needed: (cmd, field, conversion, doc)
+    freeze = _command("freeze", "ms", int, "Stall the firmware ``ms`` (watchdog reset when long).")
+    brownout = _command("brownout", "ms", int, "Drop the supply for ``ms``: power-on reset.")
+    noise = _command("noise", "on", bool, "Switch the emulated ADC noise on or off.")
+    linger = _command("linger", "seconds", float, "Exit after ``seconds`` hostless (0 = never).")
 
     def reset(self) -> None:
         """Soft-reset the board."""
         self.request("reset")
-
-    def noise(self, on: bool) -> None:
-        """Switch the emulated ADC noise on or off."""
-        self.request("noise", on=bool(on))
-
-    def linger(self, seconds: float) -> None:
-        """Exit after ``seconds`` without a host (0 = never)."""
-        self.request("linger", seconds=float(seconds))
 
     def shutdown(self) -> None:
         """Stop the board and the launcher (the pty goes away)."""

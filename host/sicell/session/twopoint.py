@@ -16,6 +16,7 @@ from typing import Any
 from sicell.client import Board, CalEntry, Record, new_run_id
 from sicell.errors import BoardError, CalibrationError, TransportError
 from sicell.protocol import messages as M
+from sicell.replies import CHANNEL_NAMES, CHANNELS
 from sicell.session.summary import end_reason
 
 
@@ -40,10 +41,10 @@ class TwoPointResult:
                 f"  set {self.set_na[k]:+d} nA: V {self.v_uv[k]:+.1f} µV, read "
                 f"{self.i_meas_na[k]:+.1f} nA, true {self.i_true_na[k]:+.1f} nA"
             )
-        names = {0: "voltage", 1: "current", 2: "setpoint"}
         for o, n in zip(self.old, self.entries, strict=True):
+            name = CHANNEL_NAMES.get(n.channel, str(n.channel))
             out.append(
-                f"  {names.get(n.channel, n.channel)}: offset {o.offset:+d} → {n.offset:+d}, "
+                f"  {name}: offset {o.offset:+d} → {n.offset:+d}, "
                 f"gain {o.gain_ppm / 1e6:.6f} → {n.gain_ppm / 1e6:.6f}"
             )
         return out
@@ -103,22 +104,18 @@ dv_mv = 0
 kind = "rest"
 range = {rng}
 duration_s = {step_s:g}
-[[step]]
+"""
+    for direction in ("lithiation", "delithiation"):  # +I, then -I
+        toml += f"""[[step]]
 kind = "cc"
-direction = "lithiation"
-current_ua = {i_ua:g}
-range = {rng}
-duration_s = {step_s:g}
-[[step]]
-kind = "cc"
-direction = "delithiation"
+direction = "{direction}"
 current_ua = {i_ua:g}
 range = {rng}
 duration_s = {step_s:g}
 """
     sch = parse_schedule(toml, "<two-point calibration>")
     blob = sch.compile(BoardLimits.from_info(info.as_dict()))
-    old = [board.cal_get(rng, ch) for ch in (0, 1, 2)]
+    old = [board.cal_get(rng, ch) for ch in CHANNELS]
     if log:
         log(f"two-point calibration of range {rng}: rest, +{i_ua:g} µA, -{i_ua:g} µA")
     records: list[Record] = []
@@ -200,9 +197,9 @@ duration_s = {step_s:g}
                 f"value ({resistor_ohm:g} Ω) and the wiring"
             )
     entries = [
-        CalEntry(rng, 0, new_off0, ov.gain_ppm),
-        CalEntry(rng, 1, off1, gain1),
-        CalEntry(rng, 2, off2, gain2),
+        CalEntry(rng, M.CH_VOLTAGE, new_off0, ov.gain_ppm),
+        CalEntry(rng, M.CH_CURRENT, off1, gain1),
+        CalEntry(rng, M.CH_SETPOINT, off2, gain2),
     ]
     return TwoPointResult(
         range=rng,

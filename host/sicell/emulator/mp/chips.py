@@ -70,39 +70,75 @@ def _nak():
     raise OSError(EIO)
 
 
-class ADS1115:
-    part = 'ads1115'
+class _Adc:
+    """What both ADC models share: seeded analog errors, starting a conversion, settling
+    before a register access, and the end of a conversion (single shot stops, continuous
+    schedules the next).  A model sets ERRORS = (seed factor, input offset |V| low and
+    high, gain error, oscillator error) for the per-seed part spread, CONTINUOUS = (config bit
+    of the mode, its value in continuous mode), and conv_us(cfg)."""
 
-    def __init__(self, world, addr=0x48, seed=0):
+    def __init__(self, world, addr, seed=0):
         from analog import Rng
-        r = Rng(seed * 31 + addr)
+        factor, off_lo, off_hi, gain_err, osc_err = self.ERRORS
+        r = Rng(seed * factor + addr)
         self.world = world
         self.addr = addr
-        self.offset_v = r.sym(20e-6, 60e-6)     # input offset
-        self.gain_err = r.sym(0.0, 0.0005)      # reference / PGA gain error
-        self.osc = 1.0 + r.sym(0.0, 0.03)       # internal oscillator error
+        self.offset_v = r.sym(off_lo, off_hi)           # input offset
+        self.gain_err = r.sym(0.0, gain_err)            # reference / PGA gain error
+        self.osc = 1.0 + r.sym(0.0, osc_err)            # internal oscillator error
         self.power_on()
 
     def power_on(self):
-        self.ptr = 0
-        self.config = 0x8583
-        self.lo = 0x8000
-        self.hi = 0x7FFF
-        self.conv = 0
         self.busy = False
         self.t_done = 0
         self.conv_cfg = 0
         self.conversions = 0       # diagnostics: number of results latched
 
-    def conv_us(self, cfg):
-        return int(1e6 / _ADS1115_DR[(cfg >> 5) & 7] * self.osc) + 25
-
     def catch_up(self, t):
         """continuous mode: skip conversions nobody can read (all but the last before t)"""
-        if not (self.conv_cfg & 0x0100):
+        bit, on = self.CONTINUOUS
+        if self.conv_cfg & bit == on:
             per = self.conv_us(self.conv_cfg)
             if self.t_done + per <= t:
                 self.t_done += ((t - self.t_done) // per) * per
+
+    def _start(self):
+        """start a conversion with the current config; the world latches it at t_done"""
+        self.busy = True
+        self.conv_cfg = self.config
+        self.t_done = self.world.now + self.conv_us(self.config)
+        self.world.schedule_latch(self)
+
+    def _settle(self):
+        if self.busy and self.world.now >= self.t_done:
+            self.world.sync()          # latches via latch() at t_done
+
+    def _latched(self, cfg):
+        """a result is in: latch()'s return value (next latch time, or None when done)"""
+        self.conversions += 1
+        bit, on = self.CONTINUOUS
+        if cfg & bit != on:
+            self.busy = False
+            return None
+        self.t_done += self.conv_us(cfg)
+        return self.t_done
+
+
+class ADS1115(_Adc):
+    part = 'ads1115'
+    ERRORS = (31, 20e-6, 60e-6, 0.0005, 0.03)
+    CONTINUOUS = (0x0100, 0)       # MODE[8] = 0
+
+    def power_on(self):
+        super().power_on()
+        self.ptr = 0
+        self.config = 0x8583
+        self.lo = 0x8000
+        self.hi = 0x7FFF
+        self.conv = 0
+
+    def conv_us(self, cfg):
+        return int(1e6 / _ADS1115_DR[(cfg >> 5) & 7] * self.osc) + 25
 
     # -- I2C ----------------------------------------------------------------------------
     def write(self, data):
@@ -128,16 +164,9 @@ class ADS1115:
         self._settle()
         start = bool(w & 0x8000)
         self.config = w & 0x7FFF
-        if not (w & 0x0100):            # continuous
-            self.busy = True
-            self.conv_cfg = self.config
-            self.t_done = self.world.now + self.conv_us(self.config)
-            self.world.schedule_latch(self)
-        elif start and not self.busy:   # single shot (OS=1 while converting is ignored)
-            self.busy = True
-            self.conv_cfg = self.config
-            self.t_done = self.world.now + self.conv_us(self.config)
-            self.world.schedule_latch(self)
+        # continuous starts at once; single shot on OS=1 (ignored while converting)
+        if not (w & 0x0100) or (start and not self.busy):
+            self._start()
         elif self.busy and (self.conv_cfg & 0x0100) == 0:
             # switching from continuous to single shot: conversion in flight finishes
             self.conv_cfg |= 0x0100
@@ -159,10 +188,6 @@ class ADS1115:
             return bytes(((w >> 8) & 0xFF,))
         return bytes(((w >> 8) & 0xFF, w & 0xFF))
 
-    def _settle(self):
-        if self.busy and self.world.now >= self.t_done:
-            self.world.sync()          # latches via latch() at t_done
-
     # -- conversion ---------------------------------------------------------------------
     def latch(self):
         """called by the world at virtual time t_done with the cell integrated to it"""
@@ -177,47 +202,24 @@ class ADS1115:
         elif code < -32768:
             code = -32768
         self.conv = code & 0xFFFF
-        self.conversions += 1
-        if cfg & 0x0100:
-            self.busy = False
-            return None
-        # continuous: next conversion
-        self.t_done += self.conv_us(cfg)
-        return self.t_done
+        return self._latched(cfg)
 
 
-class ADS1219:
+class ADS1219(_Adc):
     part = 'ads1219'
+    ERRORS = (37, 2e-6, 10e-6, 0.0002, 0.02)
+    CONTINUOUS = (0x02, 0x02)      # CM[1] = 1
     VREF_INT = 2.048
 
-    def __init__(self, world, addr=0x40, seed=0):
-        from analog import Rng
-        r = Rng(seed * 37 + addr)
-        self.world = world
-        self.addr = addr
-        self.offset_v = r.sym(2e-6, 10e-6)
-        self.gain_err = r.sym(0.0, 0.0002)
-        self.osc = 1.0 + r.sym(0.0, 0.02)
-        self.power_on()
-
     def power_on(self):
+        super().power_on()
         self.config = 0
         self.data = 0
         self.drdy = False
-        self.busy = False
-        self.t_done = 0
-        self.conv_cfg = 0
         self.last = 0              # last command byte (selects what a read returns)
-        self.conversions = 0
 
     def conv_us(self, cfg):
         return int(1e6 / _ADS1219_DR[(cfg >> 2) & 3] * self.osc) + 50
-
-    def catch_up(self, t):
-        if self.conv_cfg & 0x02:
-            per = self.conv_us(self.conv_cfg)
-            if self.t_done + per <= t:
-                self.t_done += ((t - self.t_done) // per) * per
 
     def write(self, data):
         n = len(data)
@@ -234,10 +236,7 @@ class ADS1219:
         if c & 0xFE == 0x06:                  # RESET
             self.power_on()
         elif c & 0xFE == 0x08:                # START/SYNC
-            self.busy = True
-            self.conv_cfg = self.config
-            self.t_done = self.world.now + self.conv_us(self.config)
-            self.world.schedule_latch(self)
+            self._start()
             self.last = 0
         elif c & 0xFE == 0x02:                # POWERDOWN
             self.busy = False
@@ -264,10 +263,6 @@ class ADS1219:
             return bytes((0x80 if self.drdy else 0x00,))
         _nak()
 
-    def _settle(self):
-        if self.busy and self.world.now >= self.t_done:
-            self.world.sync()
-
     def latch(self):
         cfg = self.conv_cfg
         mux = _ADS1219_MUX[(cfg >> 5) & 7]
@@ -286,16 +281,17 @@ class ADS1219:
             code = -8388608
         self.data = code & 0xFFFFFF
         self.drdy = True
-        self.conversions += 1
-        if not (cfg & 0x02):
-            self.busy = False
-            return None
-        self.t_done += self.conv_us(cfg)
-        return self.t_done
+        return self._latched(cfg)
 
 
 class _Dac:
-    """What both DAC models share: a new output code or power-down state reaches the world."""
+    """What both DAC models share: a new output code or power-down state reaches the world,
+    and the output voltage (vref * code / 2^bits; 0 V when powered down)."""
+
+    def vout(self):
+        if self.pd:
+            return 0.0
+        return self.vref * self.code / (1 << self.bits)
 
     def _apply(self, code, pd):
         if code != self.code or pd != self.pd:
@@ -325,11 +321,6 @@ class MCP4725(_Dac):
         self.code = self.ee_code
         self.pd = self.ee_pd
         self.ee_busy_until = 0
-
-    def vout(self):
-        if self.pd:
-            return 0.0
-        return self.vref * self.code / 4096.0
 
     def write(self, data):
         n = len(data)
@@ -388,11 +379,6 @@ class DAC8571(_Dac):
         self.temp = 0
         self.ctrl = 0
         self.pd = False
-
-    def vout(self):
-        if self.pd:
-            return 0.0
-        return self.vref * self.code / 65536.0
 
     def write(self, data):
         n = len(data)
