@@ -19,19 +19,19 @@ import pytest
 from tests.mputil import ROOT, run_mp
 
 MP_DIR = ROOT / "host" / "sicell" / "emulator" / "mp"
-CELLS_PY = MP_DIR / "cells.py"
 
 
-def _load() -> ModuleType:
+def _load(name: str) -> ModuleType:
     # by file, so the emulator's own time.py / machine.py in that folder never shadow anything
-    spec = importlib.util.spec_from_file_location("sicell_emulator_cells_under_test", CELLS_PY)
+    spec = importlib.util.spec_from_file_location(f"sicell_emu_{name}_under_test", MP_DIR / name)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
-cells: Any = _load()
+cells: Any = _load("cells.py")
+runs: Any = _load("cellruns.py")
 
 SI = ("thin-porous", "thin-dense", "thick-porous", "thick-dense")
 V_LOW = -0.61  # 0.01 V vs Li, cell volts vs In-Li
@@ -177,7 +177,7 @@ def test_voltage_monotone_in_current() -> None:
 def test_hysteresis_moves_gradually_after_reversal() -> None:
     c = cells.make_cell("thin-porous")
     i = c.p["i_0p1_a"]
-    cells.run_cc(c, i, V_LOW, 10.0)
+    runs.run_cc(c, i, V_LOW, 10.0)
     c.advance(0.0, 3600.0)
     assert c.state()["h"] == 1.0
     q = c.state()["capacity_ah"] * 3600.0
@@ -193,13 +193,13 @@ def test_hysteresis_moves_gradually_after_reversal() -> None:
 def test_rest_relaxes_toward_ocv() -> None:
     c = cells.make_cell("thick-porous")
     i = c.p["i_0p1_a"]
-    cells.run_cc(c, i, V_LOW, 30.0)
+    runs.run_cc(c, i, V_LOW, 30.0)
     v_end = c.voltage(i)
     v_ocv = c.voltage(0.0)
     c.advance(0.0, 3600.0)
     v_rest = c.voltage(0.0)
     assert v_end <= V_LOW < v_ocv < v_rest < V_LOW + 0.1  # IR jump, then diffusion relaxation
-    cells.run_cc(c, -i, V_HIGH, 30.0)
+    runs.run_cc(c, -i, V_HIGH, 30.0)
     c.advance(0.0, 3600.0)
     assert 0.0 < c.voltage(0.0) < V_HIGH - 0.1  # after delithiation it relaxes down
 
@@ -298,7 +298,7 @@ def test_dqdv_peaks_drift_apart_in_dense_films(cycled: dict[str, dict[str, Any]]
 def test_module_cycle_helper_matches_test_loop() -> None:
     ref = _cycle("thin-dense", 3)
     c = cells.make_cell("thin-dense")
-    got = cells.cycle_galvanostatic(c, c.p["i_0p1_a"], V_LOW, V_HIGH, 30.0, 3)
+    got = runs.cycle_galvanostatic(c, c.p["i_0p1_a"], V_LOW, V_HIGH, 30.0, 3)
     for k in range(3):
         assert got[k][0] == pytest.approx(ref["lith"][k], rel=1e-12)
         assert got[k][1] == pytest.approx(ref["deli"][k], rel=1e-12)
@@ -309,7 +309,7 @@ def test_step_size_independence(name: str) -> None:
     res = {}
     for dt in (1.0, 30.0):
         c = cells.make_cell(name)
-        res[dt] = cells.cycle_galvanostatic(c, c.p["i_0p1_a"], V_LOW, V_HIGH, dt, 2)
+        res[dt] = runs.cycle_galvanostatic(c, c.p["i_0p1_a"], V_LOW, V_HIGH, dt, 2)
     for k in range(2):
         for j in range(2):
             assert res[30.0][k][j] == pytest.approx(res[1.0][k][j], rel=0.01)
@@ -317,7 +317,7 @@ def test_step_size_independence(name: str) -> None:
     caps = {}
     for dt in (0.1, 1.5):
         c = cells.make_cell(name)
-        caps[dt] = cells.rate_test(c, (2.0, 10.0), dt_s=dt)
+        caps[dt] = runs.rate_test(c, (2.0, 10.0), dt_s=dt)
     assert caps[1.5][0] == pytest.approx(caps[0.1][0], rel=0.01)
     assert caps[1.5][1] == pytest.approx(caps[0.1][1], rel=0.01)
 
@@ -345,7 +345,7 @@ def test_ageing_by_throughput_not_by_dither() -> None:
 
 @pytest.fixture(scope="module")
 def rates() -> dict[str, list[float]]:
-    return {name: cells.rate_test(cells.make_cell(name)) for name in SI}
+    return {name: runs.rate_test(cells.make_cell(name)) for name in SI}
 
 
 def test_rate_capability(rates: dict[str, list[float]]) -> None:
@@ -368,14 +368,14 @@ def test_rate_capability(rates: dict[str, list[float]]) -> None:
 
 def test_rate_loss_is_not_the_electrolyte_resistance() -> None:
     # with the I.R_el removed the electrolyte resistance must not matter...
-    base = cells.rate_test(cells.make_cell("thick-porous"), (10.0,))[0]
-    no_el = cells.rate_test(cells.make_cell("thick-porous", r_el_ohm_cm2=0.0), (10.0,))[0]
+    base = runs.rate_test(cells.make_cell("thick-porous"), (10.0,))[0]
+    no_el = runs.rate_test(cells.make_cell("thick-porous", r_el_ohm_cm2=0.0), (10.0,))[0]
     assert no_el == pytest.approx(base, rel=0.02)
     # ...while without the correction 10 mA/cm2 x 150 ohm.cm2 = 1.5 V leaves almost nothing
     c = cells.make_cell("thick-porous")
-    cells.run_cc(c, c.p["i_0p1_a"], V_LOW, 30.0)
+    runs.run_cc(c, c.p["i_0p1_a"], V_LOW, 30.0)
     i10 = 10e-3 * 0.567
-    raw = cells.run_cc(c, -i10, V_HIGH, 0.3)[0]
+    raw = runs.run_cc(c, -i10, V_HIGH, 0.3)[0]
     assert raw < 0.05 * base
 
 
@@ -383,16 +383,17 @@ def test_rate_loss_is_not_the_electrolyte_resistance() -> None:
 
 _SCENARIO = """
 import cells
+import cellruns as runs
 out = []
 c = cells.make_cell("thin-porous")
-for ql, qd in cells.cycle_galvanostatic(c, c.p["i_0p1_a"], -0.61, 0.58, 30.0, 3):
+for ql, qd in runs.cycle_galvanostatic(c, c.p["i_0p1_a"], -0.61, 0.58, 30.0, 3):
     out.append(ql)
     out.append(qd)
 st = c.state()
 for k in ("x", "h", "capacity_ah", "r_ohm", "side_ah", "n_equiv"):
     out.append(st[k])
 c = cells.make_cell("thick-dense", seed=7)
-out.extend(cells.rate_test(c, (0.1, 10.0)))
+out.extend(runs.rate_test(c, (0.1, 10.0)))
 out.append(c.voltage(1e-4))
 r = cells.make_cell("rc")
 for k in range(50):
@@ -406,12 +407,12 @@ for v in out:
 def _scenario_cpython() -> list[float]:
     out: list[float] = []
     c = cells.make_cell("thin-porous")
-    for ql, qd in cells.cycle_galvanostatic(c, c.p["i_0p1_a"], -0.61, 0.58, 30.0, 3):
+    for ql, qd in runs.cycle_galvanostatic(c, c.p["i_0p1_a"], -0.61, 0.58, 30.0, 3):
         out += [ql, qd]
     st = c.state()
     out += [st[k] for k in ("x", "h", "capacity_ah", "r_ohm", "side_ah", "n_equiv")]
     c = cells.make_cell("thick-dense", seed=7)
-    out += cells.rate_test(c, (0.1, 10.0))
+    out += runs.rate_test(c, (0.1, 10.0))
     out.append(c.voltage(1e-4))
     r = cells.make_cell("rc")
     for k in range(50):

@@ -226,22 +226,19 @@ _COMMON = {
     "e_ce": E_CE_INLI,
 }
 
-_FILMS = {
-    "thin-porous": {"loading_mg_cm2": 0.21, "thickness_um": 1.55, "porous": True,
-                    "d_eff_cm2_s": 1e-9, "rho_f_ohm_cm2_um": 4.8,
-                    "fade": 6.5e-4, "g_r_ohm_cm2": 0.0, "eps_inf": 0.0010},
-    "thin-dense": {"loading_mg_cm2": 0.22, "thickness_um": 0.93, "porous": False,
-                   "d_eff_cm2_s": 5e-10, "rho_f_ohm_cm2_um": 4.8,
-                   "fade": 1.9e-3, "g_r_ohm_cm2": 2.0, "eps_inf": 0.0020},
-    "thick-porous": {"loading_mg_cm2": 0.74, "thickness_um": 4.73, "porous": True,
-                     "d_eff_cm2_s": 1e-9, "rho_f_ohm_cm2_um": 4.8,
-                     "fade": 6.5e-4, "g_r_ohm_cm2": 0.0, "eps_inf": 0.0010},
-    "thick-dense": {"loading_mg_cm2": 0.70, "thickness_um": 3.00, "porous": False,
-                    "d_eff_cm2_s": 5e-10, "rho_f_ohm_cm2_um": 4.8,
-                    "fade": 7.0e-3, "g_r_ohm_cm2": 8.0, "eps_inf": 0.0030},
-}
+# one row a film: name, then the values of _FILM_KEYS in order
+_FILM_KEYS = ("loading_mg_cm2", "thickness_um", "porous", "d_eff_cm2_s",
+              "rho_f_ohm_cm2_um", "fade", "g_r_ohm_cm2", "eps_inf")
+_FILM_ROWS = (
+    # name            mg/cm2  um    porous  D_eff  rho_f  fade    g_r  eps_inf
+    ("thin-porous",   0.21, 1.55, True,  1e-9,  4.8, 6.5e-4, 0.0, 0.0010),
+    ("thin-dense",    0.22, 0.93, False, 5e-10, 4.8, 1.9e-3, 2.0, 0.0020),
+    ("thick-porous",  0.74, 4.73, True,  1e-9,  4.8, 6.5e-4, 0.0, 0.0010),
+    ("thick-dense",   0.70, 3.00, False, 5e-10, 4.8, 7.0e-3, 8.0, 0.0030),
+)
+_FILMS = {row[0]: dict(zip(_FILM_KEYS, row[1:])) for row in _FILM_ROWS}
 
-SI_NAMES = ("thin-porous", "thin-dense", "thick-porous", "thick-dense")
+SI_NAMES = tuple(row[0] for row in _FILM_ROWS)
 CELL_NAMES = ("rc", "resistor") + SI_NAMES
 _ALIASES = {
     "porous-thin": "thin-porous", "porous-thick": "thick-porous",
@@ -531,89 +528,3 @@ def make_cell(name, seed=0, **overrides):
     if n in _FILMS:
         return SiFilm(n, seed, **overrides)
     raise ValueError("unknown cell " + repr(name) + "; known: " + ", ".join(CELL_NAMES))
-
-
-# ----------------------------------------------------- scenario helpers
-
-
-def run_cc(cell, i_a, v_stop, dt_s, t_max_s=1e7, ir_free=False):
-    """Constant current until the voltage crosses v_stop (down for i > 0,
-    up for i < 0).  ir_free: compare V + i R_el (IR-corrected) instead.
-    Returns (charge_ah, time_s, v_end)."""
-    rc = cell.r_el if ir_free else 0.0
-    t = 0.0
-    v = cell.voltage(i_a) + i_a * rc
-    while t < t_max_s:
-        cell.advance(i_a, dt_s)
-        t += dt_s
-        v = cell.voltage(i_a) + i_a * rc
-        if i_a > 0.0:
-            if v <= v_stop:
-                break
-        elif v >= v_stop:
-            break
-    return abs(i_a) * t / 3600.0, t, v
-
-
-def _current_for(cell, v_set, i_lo, i_hi):
-    # voltage() decreases with i: bisection on the instantaneous response
-    for _ in range(40):
-        mid = 0.5 * (i_lo + i_hi)
-        if cell.voltage(mid) > v_set:
-            i_lo = mid
-        else:
-            i_hi = mid
-    return 0.5 * (i_lo + i_hi)
-
-
-def run_cv(cell, v_set, i_stop_a, dt_s, i_max_a, t_max_s=1e6):
-    """Hold v_set (lithiation side, current >= 0) until |i| < i_stop_a.
-    Returns (charge_ah, time_s, i_end)."""
-    t = 0.0
-    q = 0.0
-    i = i_max_a
-    while t < t_max_s:
-        i = _current_for(cell, v_set, 0.0, i_max_a)
-        if i < i_stop_a:
-            break
-        cell.advance(i, dt_s)
-        t += dt_s
-        q += i * dt_s
-    return q / 3600.0, t, i
-
-
-def cycle_galvanostatic(cell, i_a, v_low, v_high, dt_s, n_cycles, rest_s=3600.0):
-    """CC lithiation at +i_a to v_low, rest, CC delithiation at -i_a to
-    v_high, rest; returns a list of (q_lith_ah, q_delith_ah) per cycle."""
-    out = []
-    for _ in range(n_cycles):
-        ql = run_cc(cell, i_a, v_low, dt_s)[0]
-        if rest_s > 0:
-            cell.advance(0.0, rest_s)
-        qd = run_cc(cell, -i_a, v_high, dt_s)[0]
-        if rest_s > 0:
-            cell.advance(0.0, rest_s)
-        out.append((ql, qd))
-    return out
-
-
-def rate_test(cell, j_list_ma_cm2=(0.1, 1.0, 2.0, 5.0, 10.0), dt_s=None,
-              v_low=-0.61, v_high=0.58, j_cv_stop_ma_cm2=1e-3, rest_s=600.0,
-              dt_charge_s=30.0):
-    """DESIGN §6 rate test: CC-CV lithiation at 0.1 mA/cm2 to v_low, hold to
-    1 uA/cm2; delithiation at each current density to v_high with the
-    electrolyte I.R removed (ir_free).  dt_s: discharge step (default
-    30 s at 0.1 mA/cm2, else 3 s / j).  Returns the delithiation charges (Ah)."""
-    area = cell.area
-    i_ch = 1e-4 * area
-    out = []
-    for j in j_list_ma_cm2:
-        run_cc(cell, i_ch, v_low, dt_charge_s)
-        run_cv(cell, v_low, j_cv_stop_ma_cm2 * 1e-3 * area, dt_charge_s, 10 * i_ch)
-        cell.advance(0.0, rest_s)
-        dt = dt_s
-        if dt is None:
-            dt = 30.0 if j <= 0.2 else 3.0 / j
-        out.append(run_cc(cell, -j * 1e-3 * area, v_high, dt, ir_free=True)[0])
-        cell.advance(0.0, rest_s)
-    return out
