@@ -66,7 +66,7 @@ class SicellGroup(click.Group):
             _fail("interrupted", EXIT_INTERRUPTED)
         except Detached as e:
             _fail(str(e), e.exit_code)
-        except Exception as e:
+        except Exception as e:  # the one conversion point: explain() says user error or bug
             if os.environ.get("SICELL_DEBUG"):
                 raise
             text, code = explain(e)

@@ -8,7 +8,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from sicell.cli.common import console, one_line, open_board, port_option, resolve_port, say
+from sicell.cli.common import connected, console, one_line, open_board, port_option, say
 from sicell.client import Board, BoardInfo, Status
 from sicell.errors import EXIT_ERROR, SicellError
 from sicell.progress import fmt_capacity, fmt_current, fmt_duration, fmt_volts
@@ -136,10 +136,7 @@ def _status_table(st: Status) -> Table:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def status(port: str | None, as_json: bool) -> None:
     """Show what a board is and what it is doing."""
-    port = resolve_port(port)
-    with Board.open(port) as b:
-        info = b.info
-        assert info is not None
+    with connected(port) as (b, info):
         st = b.status()
     if as_json:
         click.echo(
@@ -151,7 +148,7 @@ def status(port: str | None, as_json: bool) -> None:
         )
         return
     con = console()
-    con.print(_info_table(info, port))
+    con.print(_info_table(info, b.port))
     con.print(_status_table(st))
 
 
@@ -160,10 +157,8 @@ def status(port: str | None, as_json: bool) -> None:
 @click.option("--yes", "-y", is_flag=True, help="do not ask")
 def stop(port: str | None, yes: bool) -> None:
     """Stop the run on a board (relay open; the records stay on the board until acked)."""
-    port = resolve_port(port)
-    with Board.open(port) as b:
-        info = b.info
-        assert info is not None
+    with connected(port) as (b, info):
+        port = b.port
         if not info.has_run:
             click.echo(f"{port}: nothing to stop (board is {info.state_name})")
             return

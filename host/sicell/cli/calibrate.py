@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import click
 from rich.table import Table
 
-from sicell.cli.common import console, open_board, port_option, say
+from sicell.cli.common import connected, console, port_option, say
 from sicell.client import CHANNEL_NAMES, BoardInfo, CalEntry
 from sicell.errors import EXIT_ERROR, SicellError, UsageError
 from sicell.progress import fmt_current
@@ -74,9 +74,7 @@ def calibrate(
     from sicell.session import two_point_calibration
 
     con = console()
-    with open_board(port) as b:
-        info = b.info
-        assert info is not None
+    with connected(port) as (b, info):
         if (offset is not None or gain is not None) and (rng is None or channel is None):
             raise UsageError("--offset/--gain need --range and --channel")
         if rng is not None and not 0 <= rng < info.n_ranges:

@@ -3,13 +3,14 @@ and one-line error texts."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import click
 from rich.console import Console
 
-from sicell.client import Board
+from sicell.client import Board, BoardInfo
 from sicell.errors import EXIT_BUG, EXIT_ERROR, SicellError
 from sicell.transport import detect_port
 
@@ -60,3 +61,11 @@ def resolve_port(port: str | None) -> str:
 
 def open_board(port: str | None, **kw: Any) -> Board:
     return Board.open(resolve_port(port), **kw)
+
+
+@contextlib.contextmanager
+def connected(port: str | None) -> Iterator[tuple[Board, BoardInfo]]:
+    """A handshaken board on ``port`` (auto-detected when None) and what it said it is."""
+    with open_board(port) as b:
+        assert b.info is not None  # set by the handshake open() does
+        yield b, b.info

@@ -74,7 +74,7 @@ def _exit(code, why):
     W.log('exit %d (%s)' % (code, why))
     try:
         sys.stdout.flush()
-    except Exception:
+    except Exception:  # the host end may be gone; exiting is what matters
         pass
     sys.exit(code)
 
@@ -103,7 +103,7 @@ def run():
                 why = 'main called sys.exit'
             except KeyboardInterrupt:
                 why = 'main interrupted (Ctrl-C)'
-            except Exception as e:
+            except Exception as e:  # a firmware crash: printed and reported, as a board does
                 sys.print_exception(e, sys.stderr)
                 code = 1
                 why = 'main raised ' + type(e).__name__
