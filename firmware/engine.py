@@ -441,17 +441,24 @@ class Engine:
         return 0
 
     def pause(self):
+        # charge and clocks up to now, relay open, then the boundary: a relay-open sample at 0 A
+        # (the step's charge stays as it is until RESUME)
         if self.state != ST_RUNNING:
             return _E_STATE, self.state
+        self._catch_up(True)
         self.fe.safe()
         self.open = True
         self.state = ST_PAUSED
+        self._open_sample(0, True)
         self._event(_EV_PAUSED, 0, self.step, 0)
         return 0
 
     def resume(self):
         st = self.state
         if st == ST_PAUSED or st == ST_HOLD:
+            # the other boundary: a relay-open sample at 0 A the moment the relay closes again
+            self._catch_up(False)
+            self._open_sample(0, True)
             self._reconnect()
             self.state = ST_RUNNING
             self._event(_EV_RESUMED, _RE_HOLD if st == ST_HOLD else 0, self.step, 0)
@@ -472,11 +479,14 @@ class Engine:
         st = self.state
         if st not in (ST_RUNNING, ST_PAUSED, ST_HOLD, ST_INTERRUPTED):
             return _E_STATE, st
-        self.fe.safe()
         if st != ST_INTERRUPTED:
-            self._sample(_F_STEP_LAST, True)
-            self._event(_EV_STEP_END, _SE_HOST, 0, self.q_step)
+            self._catch_up(st == ST_RUNNING)
+        self.fe.safe()
         self.open = True
+        if st != ST_INTERRUPTED:
+            # the step's last sample is the boundary: relay open, 0 A
+            self._open_sample(_F_STEP_LAST, True)
+            self._event(_EV_STEP_END, _SE_HOST, 0, self.q_step)
         self.cv = False
         self._event(_EV_STOPPED, 0, self.run_id, 0)
         self._event(_EV_RUN_END, _RE_HOST, self.run_id, 0)
@@ -584,6 +594,7 @@ class Engine:
         if st == ST_HOLD:
             ring = self.ring
             if ring.sample_room() >= ring.capacity // _HOLD_RESUME_DIV:
+                self._open_sample(0, False)  # the boundary as the relay closes again
                 self._reconnect()
                 self.state = ST_RUNNING
                 self._event(_EV_RESUMED, _RE_HOLD, self.step, ring.count)

@@ -238,16 +238,13 @@ def _safety(self, v, i, dt):
     if self.sf_ms < self.deb:
         return False
     # trip: relay open + DAC zero at once, then log: last point of the step (the reading that
-    # tripped), EV_SAFETY, a fresh reading with the relay open, step end, run end
+    # tripped), EV_SAFETY, the boundary (relay open, 0 A: a fresh voltage), step end, run end
     fe = self.fe
     fe.safe()
     self._sample(_F_STEP_LAST, True)
     self.open = True
     self._event(_EV_SAFETY, code, val, self.sf_ms)
-    fe.measure()
-    self.v = fe.v_uV
-    self.i = fe.i_nA
-    self._sample(0, False)
+    self._open_sample(0, True)
     self._event(_EV_STEP_END, _SE_ABORT, code, self.q_step)
     self._event(_EV_RUN_END, _RE_SAFETY, self.run_id, 0)
     self.state = _ST_TRIPPED
@@ -319,17 +316,61 @@ def _sample(self, flags, boundary):
 
 
 def _hold(self, flags, boundary):
-    # Ring full with the host silent (policy hold, or nothing left to decimate).
+    # Ring full with the host silent (policy hold, or nothing left to decimate): relay open,
+    # and in place of the sample that found no room the boundary (relay open, 0 A), from the
+    # slots kept for events.
     ring = self.ring
-    self.fe.safe()
+    fe = self.fe
+    fe.safe()
     self.open = True
+    fe.measure()
+    self.v = fe.v_uV
+    self.i = 0
     ring.push_sample(
-        self.rt_s, self.rt_ms, self.v, self.i, self.q_step, self.step, self.cycle,
+        self.rt_s, self.rt_ms, self.v, 0, self.q_step, self.step, self.cycle,
         self.range, flags | _F_OPEN, boundary, True,
     )
     if self.state == _ST_RUNNING:
         self.state = _ST_HOLD
         self._event(_EV_HOST_LOSS, self.policy, ring.count, 0)
+
+
+def _open_sample(self, flags, measure):
+    # A boundary of a relay-open stretch (pause, resume, stop, trip, hold): the voltage as it
+    # is (measured now when ``measure``), 0 A (the relay is open: nothing flows, whatever the
+    # current channel's offset reads), flagged F_OPEN, kept by decimation.
+    if measure:
+        self.fe.measure()
+        self.v = self.fe.v_uV
+    self.i = 0
+    self._sample(flags | _F_OPEN, True)
+
+
+def _catch_up(self, running):
+    # Clocks (and, ``running``, the step's charge with the current last measured, which the
+    # source held) from the last tick to now: PAUSE / RESUME / STOP act between ticks.
+    clk = self.clk
+    now = clk.ticks_ms()
+    dt = clk.ticks_diff(now, self.t_last)
+    if dt <= 0:
+        return
+    self.t_last = now
+    ms = self.rt_ms + dt
+    self.rt_s += ms // 1000
+    self.rt_ms = ms % 1000
+    if not running:
+        return
+    ms = self.st_ms + dt
+    self.st_s += ms // 1000
+    self.st_ms = ms % 1000
+    r = self.rec_ms + dt
+    self.rec_ms = r if r < _REC_CAP_MS else _REC_CAP_MS
+    self.dv_ms += dt
+    i = self.i_cmd if self.i_fresh else self.i_last
+    while dt > 60000:  # in bounded pieces, as the tick does
+        self._coulomb(i + i, 60000)
+        dt -= 60000
+    self._coulomb(i + i, dt)
 
 
 def _event(self, code, reason, value, aux):
@@ -417,4 +458,4 @@ def _cross(self, d, slope):
     return whole * 1000 + (ad - whole * s) * 1000 // s
 
 
-NAMES = ("_run", "_coulomb", "q_exact", "_dvdt", "_identify", "_safety", "_rec_due", "_sample", "_hold", "_event", "_plan", "_cross",)
+NAMES = ("_run", "_coulomb", "q_exact", "_dvdt", "_identify", "_safety", "_rec_due", "_sample", "_hold", "_open_sample", "_catch_up", "_event", "_plan", "_cross",)

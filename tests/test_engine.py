@@ -122,6 +122,58 @@ def test_safety_trip_within_debounce(deb: int) -> None:
     assert not r["step2_ran"]
 
 
+# ---- boundaries of relay-open stretches ---------------------------------------------------------
+@pytest.fixture(scope="module")
+def bound() -> dict:
+    if not MICROPYTHON_OK:
+        pytest.skip("micropython unix port not installed")
+    return {k: run_mp_json("eng_t_bound.py", k) for k in ("pause", "stop", "trip", "hold")}
+
+
+@needs_mp
+def test_pause_records_both_boundaries_and_freezes_the_charge(bound: dict) -> None:
+    r = bound["pause"]
+    print(r)
+    assert r["state"] == M.ST_DONE
+    # a relay-open sample at 0 A when the relay opened and one when it closed again, around
+    # EV_PAUSED, before EV_RESUMED; the step's charge the same at both
+    assert r["n_open"] == 2 and r["open_i"] == [0, 0]
+    assert r["open_keep_between_events"] == [True, True, True]
+    assert r["open_q"] == [r["q_at_pause"], r["q_at_pause"]]
+    assert r["q_after_pause"] == r["q_at_pause"]  # nothing counted while paused
+    assert 20000 <= r["gap_ms"] <= 22000  # the 20 s pause (+ the idle tick)
+    assert r["closed_after"] == [0, 0, 0]  # the relay closed again after the boundary
+    # the charge up to the moment PAUSE came (between two ticks) is counted, and the whole
+    # step's charge is the truth: the board keeps up to 2 nAh of remainders
+    assert 0 <= r["q_true_at_pause_nAh"] - r["q_at_pause"] <= 2
+    assert r["q_at_pause"] >= r["q_true_before_cmd_nAh"]
+    assert 0 <= r["q_true_end_nAh"] - r["q_end"] <= 2
+    # the step clock stopped while paused: 60 s of step plus the pause
+    assert 80000 <= r["step_ms"] <= 81500
+
+
+@needs_mp
+def test_stop_trip_and_hold_end_on_a_relay_open_sample(bound: dict) -> None:
+    stop, trip, hold = bound["stop"], bound["trip"], bound["hold"]
+    print(stop, trip, hold, sep="\n")
+    # STOP: the step's last sample is the boundary (relay open, 0 A) carrying the step charge
+    assert stop["state"] == M.ST_STOPPED and not stop["connected"]
+    assert stop["last_flags"] & M.F_OPEN and stop["last_flags"] & M.F_STEP_LAST
+    assert stop["last_i"] == 0 and stop["last_q"] == stop["end_aux"]
+    assert 0 <= stop["q_true_nAh"] - stop["last_q"] <= 2
+    # trip: after EV_SAFETY one relay-open sample at 0 A with the step charge of the step end
+    assert trip["state"] == M.ST_TRIPPED and trip["n_after"] == 1
+    assert trip["after_flags"][0] & M.F_OPEN and trip["after_i"] == [0]
+    assert trip["after_q"] == [trip["end_aux"]]
+    # hold: relay-open sample at 0 A when the ring filled and when the relay closed again,
+    # the charge frozen in between, the step's total the truth
+    assert hold["held_state"] == M.ST_HOLD and hold["state"] == M.ST_DONE
+    assert hold["n_open"] == 2 and hold["open_i"] == [0, 0]
+    assert hold["hold_before_loss"] and hold["resume_before_resumed"]
+    assert hold["open_q"] == [hold["q_hold"], hold["q_hold"]] and hold["q_held"] == hold["q_hold"]
+    assert 0 <= hold["q_true_end_nAh"] - hold["q_end"] <= 2
+
+
 # ---- loops --------------------------------------------------------------------------------------
 @needs_mp
 def test_nested_loops_and_goto() -> None:

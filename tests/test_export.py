@@ -70,7 +70,7 @@ def make_run(path: Path, cycles: int = 2) -> dict[str, list[Any]]:
                 exp["Test Time / s"].append(t)
                 exp["Voltage / V"].append(v)
                 exp["Current / A"].append(cur)
-                exp["Cycle Count / 1"].append(cyc)
+                exp["Cycle Count / 1"].append(cyc + 1)  # the first lithiation is cycle 1
                 exp["Step Count / 1"].append(count)
                 exp["Step Index / 1"].append(idx)
                 exp["Working Electrode Potential vs Li / V"].append(v + 0.62)
@@ -154,7 +154,7 @@ def test_csv_export(tmp_path: Path) -> None:
     table = {name: [float(r[i]) for r in rows[1:]] for i, name in enumerate(NAMES)}
     check_columns(table, exp)
     # integer columns are written as integers, floats round-trip exactly
-    assert rows[1][3:6] == ["0", "1", "0"]
+    assert rows[1][3:6] == ["1", "1", "0"]
     assert float(rows[2][6]) == 1.5e-4
     side = sidecar_path(out)
     assert side == tmp_path / "run.meta.json"
@@ -200,6 +200,7 @@ def test_new_cycle_resets_same_direction(tmp_path: Path) -> None:
     np.testing.assert_allclose(table["Charging Capacity / Ah"], [1e-6, 2e-6, 3e-6, 1e-6])
     np.testing.assert_allclose(table["Discharging Capacity / Ah"], [0, 0, 0, 0])
     assert list(table["Step Count / 1"]) == [1, 1, 2, 3]
+    assert list(table["Cycle Count / 1"]) == [1, 1, 1, 2]  # the board's new cycle: cycle 2
 
 
 def test_schedule_metadata_flows_through(tmp_path: Path) -> None:

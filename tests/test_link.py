@@ -155,8 +155,15 @@ def test_run_stream_ack_replay(scen) -> None:
     assert rep[0] == seqs[-1] - 2 and rep == sorted(rep)
     assert nack(st["pause"]) == [(M.PAUSE, M.E_STATE, M.ST_PAUSED)]
     assert [x[4] for x in recs(st["pause"]) if x[0] == "E"] == [M.EV_PAUSED]
-    assert not [x for x in recs(st["pause"]) if x[0] == "S"]  # nothing while paused
+    # one sample at the pause, the boundary (relay open, 0 A); nothing while paused
+    paused = [x for x in recs(st["pause"]) if x[0] == "S"]
+    assert len(paused) == 1 and paused[0][-1] & M.F_OPEN and paused[0][5] == 0
     assert nack(st["resume"]) == [(M.RESUME, M.E_STATE, M.ST_RUNNING)]
+    # the resume's first sample is the other boundary (relay still open, 0 A), then it runs
+    resumed = [x for x in recs(st["resume"]) if x[0] == "S"]
+    assert resumed[0][-1] & M.F_OPEN and resumed[0][5] == 0
+    assert resumed[0][6] == paused[0][6]  # the step's charge did not move while paused
+    assert not resumed[-1][-1] & M.F_OPEN
     # HELLO again (a reconnecting host): everything unacked is sent again
     again = recs(st["hello_again"])
     assert again[0][1] == oldest and ctl(st["hello_again"])[0][15] == M.ST_RUNNING

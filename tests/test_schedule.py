@@ -26,6 +26,7 @@ from sicell.schedule import (
     to_cell_v,
     to_li_v,
 )
+from sicell.units import v_to_uv
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "host" / "sicell" / "examples"
 IN_LI = REFERENCES["In-Li"]
@@ -207,6 +208,7 @@ class Gen:
     v_v: float | None  # expected v_set, cell V
     limits: list[tuple[int, int, float]]  # (quantity, op, value in wire units, unrounded)
     record: tuple[float, float, float, float] | None  # dt ms, dv µV, di nA, dq nAh (unrounded)
+    cut_v: float | None = None  # a cc step's cutoff, cell V
 
 
 _num = st.floats(min_value=0.001, max_value=9.0, allow_nan=False).map(lambda x: round(x, 4))
@@ -267,6 +269,8 @@ def step(draw: Any) -> Gen:
         text, cut = draw(potential("until_v"))
         lines.append(text)
         limits.insert(0, (wire.Q_V, wire.OP_LE if i_a > 0 else wire.OP_GE, cut * 1e6))
+    else:
+        cut = None
     dur = draw(st.one_of(st.none(), st.sampled_from(["duration_s", "duration_min", "duration_h"])))
     if dur is not None or kind in ("rest", "ocv"):
         dur = dur or "duration_s"
@@ -286,7 +290,41 @@ def step(draw: Any) -> Gen:
         )
         record = (dt * 1e3, dv * 1e3, di * 1e3, dq * 1e3)
     kinds = {"rest": wire.K_REST, "ocv": wire.K_OCV, "cc": wire.K_CC, "cv": wire.K_CV}
-    return Gen("\n".join(lines), kinds.get(kind, wire.K_CCCV), i_a, v_v, limits, record)
+    return Gen("\n".join(lines), kinds.get(kind, wire.K_CCCV), i_a, v_v, limits, record, cut)
+
+
+def _ends_at_once(gens: list[Gen], loop: bool) -> int | None:
+    """Reference model of the cutoff-side rule (docs/schedule.md): the first cc step, in run
+    order (the block twice when it loops), whose cutoff lies beyond a bound on where it starts.
+    Bounds, µV: after a lithiation the cell is at or above its cutoff/hold, after a
+    delithiation at or below; a CV leaves it at its hold; a rest keeps the bound on the side the
+    last current came from."""
+    lo: int | None = None
+    hi: int | None = None
+    last = 0
+    for k, g in [*enumerate(gens)] * (2 if loop else 1):
+        if g.kind in (wire.K_REST, wire.K_OCV):
+            lo, hi = (lo if last > 0 else None), (hi if last < 0 else None)
+            continue
+        if g.kind == wire.K_CV:
+            assert g.v_v is not None
+            lo = hi = v_to_uv(g.v_v)
+            last = 0
+            continue
+        assert g.i_a is not None
+        end_v = g.cut_v if g.kind == wire.K_CC else g.v_v
+        assert end_v is not None
+        end = v_to_uv(end_v)
+        if g.kind == wire.K_CC and (
+            (g.i_a > 0 and hi is not None and end > hi)
+            or (g.i_a < 0 and lo is not None and end < lo)
+        ):
+            return k
+        if g.i_a > 0:
+            lo, last = end, 1
+        else:
+            hi, last = end, -1
+    return None
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -300,6 +338,12 @@ def test_round_trip_toml_compile_decode(gens: list[Gen], count: int) -> None:
         text = text.replace("[[step]]\n", '[[step]]\nlabel = "first"\n', 1)
         text += f'\n[[step]]\nkind = "loop"\nto = "first"\ncount = {count}\n'
     sched = parse_schedule(text)
+    refused = _ends_at_once(gens, loop)
+    if refused is not None:  # a cutoff on the side its step starts from
+        with pytest.raises(ScheduleValidationError, match="would end at once") as ei:
+            sched.compile()
+        assert ei.value.step == refused
+        return
     _, steps = decode(sched.compile())
     assert len(steps) == len(gens) + loop
     rows = sched.step_rows()

@@ -28,19 +28,19 @@ LIMITS = BoardLimits(
 PINS: dict[str, dict[str, str]] = {
     "film-quick.toml": {
         "blob_sha256": "d9649105a5fd539d0cd85d1533a445614e502fc9951bd5cf6b07451cc35bc240",
-        "derived_sha256": "d4e864b5c2d8f1392306aec9b75f4ead0cb46e5d658a05d1972161bd850c1bc9",
+        "derived_sha256": "efd7e7ebdbbee26406bb5dcd2d9806c17f354ca850c5ad7918fd79dc0d073c76",
     },
     "paper-cycling.toml": {
         "blob_sha256": "feebc0f3114a24293ce6e56e090b22b53acf3d6c39a724b6257a8feb9e6631dc",
-        "derived_sha256": "9aaf644d84d41bd63f49e1b830eadd6640954bcb3cccceeb9f35e2819db2646c",
+        "derived_sha256": "d44e868bfd66497f462f371febf289669641e61d2937a59ca473941555c66fb5",
     },
     "paper-rate.toml": {
         "blob_sha256": "373cf5d90fc0211128ab381c5f84b761e4bcdd2bdada496734f86fa20d3de504",
-        "derived_sha256": "ac992b9ffbb11aba3f7ee87041901c42c13417c59edc53aeb5199c1e835dfdc0",
+        "derived_sha256": "2fc46083a930950dbe0530f83e3115ee15e4c4f8de72722380a734ddff0b098f",
     },
     "rc-check.toml": {
         "blob_sha256": "00a645cac8b75defa2e0d9401670582fdeb0b2b314821c11560e169ef0fa9120",
-        "derived_sha256": "b35c1a73799a6ccf639ce41b36505e7e9cda0d1dc24452fdf165d87d676d3eef",
+        "derived_sha256": "00e602fa4c20f376b79e5ad18fe19ffef9b8ce7cca4bc073934ce64b396c3f2f",
     },
 }
 

@@ -640,3 +640,159 @@ def test_emulator_lossy_link(tmp_path: Path, emu_url: str) -> None:
     _check_complete_run(db, summary.decimated + summary.lost_seqs)
     assert summary.framing_errors > 0
     assert summary.replays > 0
+
+
+# ---- how a run ends: the exit code and the one line that says why ----------------------------
+TRIP_TOML = """
+name = "e2e-trip"
+vs = "cell"
+[reference]
+electrode = "none"                # the RC dummy: cell volts only
+offset_v = 0.0
+[safety]
+v_min = -0.1                      # the load heads for -0.125 V at +100 uA
+v_max = 1.0
+i_max_ma = 1.0
+debounce_s = 0.2
+[recording]
+dt_s = 0.5
+[[step]]
+kind = "rest"
+duration_s = 2
+[[step]]
+label = "down"
+kind = "cc"
+direction = "lithiation"
+current_ua = 100
+duration_s = 30
+[[step]]
+kind = "rest"
+duration_s = 2
+"""
+
+
+def _board_id(url: str) -> str:
+    return url.split("board=", 1)[1].split("&", 1)[0]
+
+
+@emulator
+def test_exit_code_safety_trip_names_the_limit(tmp_path: Path, emu_url: str) -> None:
+    """`sicell run` as a process: a trip exits 3 and the summary names limit, values, step."""
+    sched = tmp_path / "trip.toml"
+    sched.write_text(TRIP_TOML)
+    db = tmp_path / "trip.db"
+    exe = shutil.which("sicell") or ""
+    cmd = [exe] if exe else [sys.executable, "-m", "sicell.cli"]
+    proc = subprocess.run(
+        [*cmd, "run", str(sched), "--port", emu_url, "--db", str(db), "-q"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].endswith(": tripped (safety trip)")
+    m = re.fullmatch(
+        r"safety trip, V min: measured (-0\.\d{4}) V cell, below the limit -0\.1000 V cell, in "
+        r"step 1 \('down'\) \(beyond it for (\d+) ms, the debounce\)",
+        lines[1],
+    )
+    assert m is not None, lines[1]
+    assert float(m.group(1)) < -0.1 and int(m.group(2)) >= 200
+    con = sqlite3.connect(db)
+    value = con.execute("SELECT value FROM events WHERE name = 'safety_trip'").fetchone()[0]
+    con.close()
+    assert f"{value * 1e-6:+.4f}" == m.group(1)
+
+
+@emulator
+def test_exit_code_stopped_by_a_user(
+    tmp_path: Path, emu_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """STOP from the session's own thread (between two polls, so no race with the link): the
+    run ends stopped, and `sicell run` exits 4."""
+    from click.testing import CliRunner
+    from sicell.cli import cli
+    from sicell.client import Status
+
+    class StopsItsBoard(RunSession):
+        stop_sent = False
+
+        def _update_display(self, st: Status | None, *, final: bool = False) -> None:
+            super()._update_display(st, final=final)
+            if self.samples >= 30 and self.board is not None and not self.stop_sent:
+                self.stop_sent = True
+                self.board.stop()
+
+    monkeypatch.setattr("sicell.cli.run.RunSession", StopsItsBoard)
+    sched = tmp_path / "long.toml"
+    sched.write_text(LONG_TOML)
+    db = tmp_path / "stop.db"
+    res = CliRunner().invoke(cli, ["run", str(sched), "--port", emu_url, "--db", str(db), "-q"])
+    assert res.exit_code == 4, res.output
+    lines = res.output.splitlines()
+    assert any(ln.endswith(": stopped (stopped by host)") for ln in lines), res.output
+    assert any(re.fullmatch(r"stopped by a user \(STOP\) in step \d( \('lith'\))? at t = "
+                            r"\d+\.\d s", ln) for ln in lines), res.output  # fmt: skip
+    _check_complete_run(db)
+
+
+@emulator
+def test_exit_code_board_reset(tmp_path: Path, emu_url: str, rt: Path) -> None:
+    """The emulator's `reset` control in the middle of a run: the run is interrupted, the
+    session ends once everything is stored, and `sicell run` exits 5 saying what to do."""
+    from click.testing import CliRunner
+    from sicell.cli import cli
+
+    sched = tmp_path / "long.toml"
+    sched.write_text(LONG_TOML)
+    db = tmp_path / "reset.db"
+
+    def reset_later() -> None:
+        _wait_rows(db, 100)
+        info = launcher.find_emulator(_board_id(emu_url), rt)
+        assert info is not None
+        launcher.EmulatorHandle(info).control.reset()
+
+    th = threading.Thread(target=reset_later, daemon=True)
+    th.start()
+    res = CliRunner().invoke(cli, ["run", str(sched), "--port", emu_url, "--db", str(db), "-q"])
+    th.join(10)
+    assert res.exit_code == 5, res.output
+    line = next(ln for ln in res.output.splitlines() if ln.startswith("interrupted by"))
+    assert re.match(r"interrupted by a board reset \(soft reset\) in step \d", line), line
+    assert "the board waits with the relay open: `sicell continue --port " in line
+    assert f"sicell run --resume {db} --port " in line
+
+
+@emulator
+def test_refused_when_the_open_circuit_potential_is_outside_the_window(
+    tmp_path: Path, emu_url: str
+) -> None:
+    """The RC dummy rests near 0 V cell (0.62 V vs Li with In-Li): a window of 0.7-1.5 V vs Li
+    does not hold it, so nothing is uploaded or started, with exit 2."""
+    from click.testing import CliRunner
+    from sicell.cli import cli
+    from sicell.client import Board
+
+    text = SHORT_TOML.replace("v_min = -0.3\nv_max = 1.6", "v_min = 0.7\nv_max = 1.5")
+    text = text.replace("until_v = 0.52", "until_v = 0.8")
+    sched = tmp_path / "window.toml"
+    sched.write_text(text)
+    db = tmp_path / "never.db"
+    res = CliRunner().invoke(cli, ["run", str(sched), "--port", emu_url, "--db", str(db)])
+    assert res.exit_code == 2, res.output
+    errs = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+    assert len(errs) == 1, res.output
+    m = re.search(
+        r"open-circuit potential ([-+]0\.0\d{3}) V cell \((0\.6\d{3}) V vs Li\) lies below the "
+        r"schedule's safety window \+0\.0800…\+0\.8800 V cell \(0\.7000…1\.5000 V vs Li\)",
+        errs[0],
+    )
+    assert m is not None, errs[0]
+    assert float(m.group(2)) == pytest.approx(float(m.group(1)) + 0.62, abs=2e-4)
+    assert "nothing was started" in errs[0]
+    assert not db.exists()
+    with Board.open(emu_url) as b:
+        assert b.status().state == M.ST_IDLE  # no schedule was even uploaded

@@ -38,12 +38,16 @@ The CLI (``sicell.cli``) turns a ``SicellError`` into one ``error:`` line and it
 traceback with ``SICELL_DEBUG=1``). The wire-level ``protocol.framing.ProtocolError`` and
 ``protocol.schedule.ScheduleError`` live in ``protocol/`` (they run on the board too) and are
 converted where the host meets them.
+
+How a run ended is not an error: ``sicell run`` prints the summary and exits with the outcome's
+code (``EXIT_TRIPPED``, ``EXIT_STOPPED``, ``EXIT_BOARD_RESET``; ``sicell.session.outcome``).
 """
 
 from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterable
 from typing import Any
 
 import serial
@@ -53,10 +57,38 @@ from sicell.protocol import messages
 # ---- exit codes (documented in README; part of the interface) --------------------------------
 EXIT_OK = 0  # the command did what it was asked (a run: completed)
 EXIT_ERROR = 1  # a failure the user can act on (port, board, database, disk, emulator, flash)
-EXIT_USAGE = 2  # bad input: options, schedule, URL or file (click's usage errors use 2 too)
+EXIT_USAGE = 2  # bad input: options, schedule, URL or file (click's usage errors use 2 too);
+#                also a run refused before START (the cell's open-circuit potential lies
+#                outside the schedule's safety window)
+EXIT_TRIPPED = 3  # a run ended by the board's safety path: a safety limit (or a firmware fault)
+EXIT_STOPPED = 4  # a run stopped by a user (STOP from `sicell stop` or another host)
+EXIT_BOARD_RESET = 5  # a run interrupted by a board reset (watchdog, brown-out, power, soft)
 EXIT_LINK_LOST = 6  # the link to the board failed while in use (the board keeps running)
 EXIT_BUG = 70  # not the user's mistake: a bug in sicell (EX_SOFTWARE)
 EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM (a run on the board keeps running)
+
+EXIT_SEVERITY = (
+    EXIT_BUG,
+    EXIT_ERROR,
+    EXIT_USAGE,
+    EXIT_LINK_LOST,
+    EXIT_BOARD_RESET,
+    EXIT_TRIPPED,
+    EXIT_STOPPED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+)
+"""Most severe first: a command covering several boards (``sicell run`` with repeated
+``--port``) exits with the first of these that any board gave (a code not listed ranks first)."""
+
+
+def worst_exit(codes: Iterable[int]) -> int:
+    """The exit code of several outcomes: the most severe by ``EXIT_SEVERITY`` (0 for none)."""
+
+    def rank(code: int) -> int:
+        return EXIT_SEVERITY.index(code) if code in EXIT_SEVERITY else -1
+
+    return min(codes, key=rank, default=EXIT_OK)
 
 
 class SicellError(Exception):

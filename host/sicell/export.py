@@ -5,17 +5,18 @@ Columns (BDF names; one row per recorded sample, ordered by sequence number)::
     Test Time / s                          time since the run started
     Voltage / V                            cell voltage (working − counter electrode)
     Current / A                            + = lithiation of the working electrode
-    Cycle Count / 1                        the board's cycle counter (starts at 0)
+    Cycle Count / 1                        the cycle (the first lithiation is cycle 1)
     Step Count / 1                         +1 at every step execution (starts at 1)
     Step Index / 1                         the schedule step (0-based, as compiled)
     Charging Capacity / Ah                 lithiation capacity of the current half-cycle
     Discharging Capacity / Ah              delithiation capacity of the current half-cycle
     Working Electrode Potential vs Li / V  voltage + the reference offset
 
-Capacities follow DESIGN.md §5: lithiation is "charging" of the Si anode. Each accumulates
-from 0 at the start of its half-cycle (a run of lithiation or delithiation steps; a change of
-direction or of the cycle counter starts a new one), holds its value through the rests that
-follow, and reads 0 while the other direction runs.
+Cycles, half-cycles and capacities are ``sicell.cyclemodel``'s (DESIGN.md §5), the rule
+every view uses: lithiation is "charging" of the Si anode; each capacity is the board's coulomb
+count, from 0 at the start of its half-cycle (a sequence of steps of one direction), held
+through the rests that follow, and 0 while the other direction runs. Samples before the first
+lithiation are cycle 0.
 
 Metadata (the run's ``meta`` table, the conventions, the schedule's steps and the column
 descriptions) goes alongside: for CSV as ``<name>.meta.json`` next to ``<name>.csv``, for
@@ -36,7 +37,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sicell import __version__
-from sicell.protocol.messages import F_STEP_FIRST
+from sicell.cyclemodel import CycleModel
 from sicell.rundata import RunData, load_run
 from sicell.schedule import CONVENTIONS
 
@@ -49,20 +50,18 @@ __all__ = [
     "sidecar_path",
 ]
 
-REST_KINDS = frozenset({"rest", "ocv", "loop"})
-
 BDF_COLUMNS: dict[str, str] = {
     "Test Time / s": "time since the run started, s",
     "Voltage / V": "cell voltage, working minus counter electrode, V",
     "Current / A": "current, A; positive = lithiation of the working electrode",
-    "Cycle Count / 1": "the board's cycle counter (0-based; +1 at each lithiation after a "
-    "delithiation)",
+    "Cycle Count / 1": "cycle number: the first lithiation starts cycle 1, each lithiation "
+    "half-cycle the next (0 before the first lithiation)",
     "Step Count / 1": "sequential step-execution counter, +1 at every step start (1-based)",
     "Step Index / 1": "schedule step index (0-based, as compiled for the board)",
     "Charging Capacity / Ah": "lithiation ('charging' of the Si anode) capacity of the current "
-    "half-cycle, Ah; resets at each half-cycle start",
-    "Discharging Capacity / Ah": "delithiation capacity of the current half-cycle, Ah; resets "
-    "at each half-cycle start",
+    "half-cycle (the board's coulomb count), Ah; resets at each half-cycle start",
+    "Discharging Capacity / Ah": "delithiation capacity of the current half-cycle (the board's "
+    "coulomb count), Ah; resets at each half-cycle start",
     "Working Electrode Potential vs Li / V": "working electrode potential vs Li+/Li = voltage + "
     "reference_offset_v, V",
 }
@@ -71,66 +70,35 @@ BDF_COLUMNS: dict[str, str] = {
 _INT_COLUMNS = ("Cycle Count / 1", "Step Count / 1", "Step Index / 1")
 
 
-def _half_cycle_capacities(
+def _half_cycle_columns(
     run: RunData,
-) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
-    """(step count, charging capacity, discharging capacity) per sample."""
-    step = run.step
-    cycle = run.cycle
-    flags = run.flags
-    q = run.charge_ah
-    n = len(step)
-    step_count = np.zeros(n, dtype=np.int64)
-    chg = np.zeros(n, dtype=np.float64)
-    dis = np.zeros(n, dtype=np.float64)
-    if n == 0:
-        return step_count, chg, dis
-    new = np.zeros(n, dtype=bool)
-    new[0] = True
-    new[1:] = (step[1:] != step[:-1]) | ((flags[1:] & F_STEP_FIRST) != 0)
-    step_count[:] = np.cumsum(new)
-    starts = np.flatnonzero(new)
-    ends = np.append(starts[1:], n)
-    kinds = {s.idx: (s.kind.lower(), s.current_a) for s in run.steps.values()}
-
-    half_dir = 0  # +1 lithiation, -1 delithiation, 0 none yet
-    half_cycle = -1
-    acc = 0.0  # capacity of the half-cycle before this step instance
-    for a, b in zip(starts, ends, strict=True):
-        kind, i_set = kinds.get(int(step[a]), ("", None))
-        q_last = float(q[b - 1])
-        if kind in REST_KINDS:
-            d = 0
-        elif i_set is not None and float(i_set) != 0.0:
-            d = 1 if float(i_set) > 0 else -1
-        elif abs(q_last) > 0.0:
-            d = 1 if q_last > 0 else -1
-        else:
-            d = 0
-        if d != 0 and (d != half_dir or int(cycle[a]) != half_cycle):
-            half_dir, half_cycle, acc = d, int(cycle[a]), 0.0
-        if d != 0:
-            cap = acc + d * q[a:b]
-            acc += d * q_last
-        else:
-            cap = np.full(b - a, acc)
-        if half_dir > 0:
-            chg[a:b] = cap
-        elif half_dir < 0:
-            dis[a:b] = cap
-    return step_count, chg, dis
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
+    """(step count, cycle, charging capacity, discharging capacity) per sample, from the
+    cycle model."""
+    model = CycleModel(run.step_table()).feed(
+        run.step.tolist(), run.cycle.tolist(), run.flags.tolist(), run.charge_ah.tolist()
+    )
+    runs = model.runs
+    counts = np.array([r.last - r.first + 1 for r in runs], dtype=np.int64)
+    step_count = np.repeat(np.arange(1, len(runs) + 1, dtype=np.int64), counts)
+    cycle = np.repeat(np.array([r.cycle for r in runs], dtype=np.int64), counts)
+    direction = np.repeat(np.array([r.hold_direction for r in runs], dtype=np.int64), counts)
+    cap = np.asarray(model.capacities(run.charge_ah.tolist()), dtype=np.float64)
+    chg = np.where(direction > 0, cap, 0.0)
+    dis = np.where(direction < 0, cap, 0.0)
+    return step_count, cycle, chg, dis
 
 
 def bdf_table(db_path: str | os.PathLike[str]) -> tuple[dict[str, NDArray[Any]], dict[str, Any]]:
     """The BDF columns (``BDF_COLUMNS`` order) as numpy arrays, and the export metadata."""
     p = Path(db_path)
     run = load_run(p)
-    step_count, chg, dis = _half_cycle_capacities(run)
+    step_count, cycle, chg, dis = _half_cycle_columns(run)
     table: dict[str, NDArray[Any]] = {
         "Test Time / s": run.t_s,
         "Voltage / V": run.voltage_v,
         "Current / A": run.current_a,
-        "Cycle Count / 1": run.cycle,
+        "Cycle Count / 1": cycle,
         "Step Count / 1": step_count,
         "Step Index / 1": run.step,
         "Charging Capacity / Ah": chg,

@@ -25,11 +25,11 @@ class Progress:
     state: str = "starting"
     step: int | None = None
     step_kind: str | None = None
-    cycle: int | None = None
+    cycle: int | None = None  # the first lithiation is cycle 1 (sicell.cyclemodel)
     voltage_v: float | None = None
     we_v: float | None = None
     current_a: float | None = None
-    half_cycle_ah: float | None = None
+    half_cycle_ah: float | None = None  # the board's count over the half-cycle in progress
     elapsed_s: float | None = None
     eta_s: float | None = None
     samples: int = 0

@@ -223,6 +223,48 @@ def _resistance_table(r: _RunResult) -> str:
     return note + _details(f"Resistance per cycle ({len(rows)} cycles)", _table(header, rows))
 
 
+def _crosscheck_section(t: an.CycleTable) -> str:
+    """The board's count against the samples' integral: the half-cycles that differ by more
+    than 0.1 % and the stretches not integrated across (nothing when both are empty)."""
+    out = []
+    if t.discrepancies:
+        rows = [
+            [
+                str(d.cycle),
+                d.kind,
+                _fmt(1e3 * d.board_ah, ".6g"),
+                _fmt(1e3 * d.integral_ah, ".6g"),
+                _fmt(100.0 * d.rel, "+.3f"),
+            ]
+            for d in t.discrepancies
+        ]
+        header = ["cycle", "half-cycle", "board / mAh", "integral / mAh", "difference / %"]
+        out.append(
+            "<p class=\"note\">The samples' integral differs from the board's coulomb count by "
+            "more than 0.1 % here (capacities are the board's count):</p>" + _table(header, rows)
+        )
+    if t.skipped:
+        rows = [
+            [
+                str(s.cycle),
+                s.kind,
+                str(s.step),
+                _fmt(s.t_start_s, ".1f"),
+                _fmt(s.duration_s, ".1f"),
+                s.reason,
+            ]
+            for s in t.skipped
+        ]
+        header = ["cycle", "half-cycle", "step", "from / s", "for / s", "why"]
+        out.append(
+            _details(
+                f"Stretches not integrated across ({len(rows)}; the board's count covers them)",
+                _table(header, rows, left=0),
+            )
+        )
+    return "\n".join(out)
+
+
 def _details(summary: str, body: str, open_: bool = False) -> str:
     o = " open" if open_ else ""
     return f"<details{o}><summary>{html.escape(summary)}</summary>\n{body}\n</details>"
@@ -350,7 +392,8 @@ def write_report(
         f'<p class="muted">Generated {now} from {len(results)} run(s). Conventions: positive '
         "current lithiates the Si working electrode; capacity accumulates per half-cycle and "
         "resets at each half-cycle start; a cycle is a lithiation and the delithiation after "
-        "it (cycles counted from 1); CE = delithiation / lithiation capacity; retention is the "
+        "it (cycles counted from 1); capacities are the board's coulomb count (the samples' "
+        "integral is its cross-check); CE = delithiation / lithiation capacity; retention is the "
         f"delithiation capacity relative to cycle {reference_cycle} (or the nearest available); "
         "fade rate = −slope of a least-squares line through retention (%) over the reference "
         "and later cycles. Potentials are of the working electrode vs Li+/Li.</p>"
@@ -405,6 +448,7 @@ def write_report(
                 open_=len(rows) <= 30,
             )
         )
+        parts.append(_crosscheck_section(r.table))
         parts.append("<h3>Resistance</h3>")
         parts.append(_resistance_table(r))
         parts.append("<h3>dQ/dV peaks</h3>")

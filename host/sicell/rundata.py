@@ -82,6 +82,8 @@ class RunData:
     steps: dict[int, StepDef] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    board_charge: bool = True  # ``charge_ah`` holds the board's coulomb count (False: no count)
+    record_dt_s: dict[int, float] = field(default_factory=dict)  # step → recording interval, s
 
     def __post_init__(self) -> None:
         n = len(self.t_s)
@@ -120,8 +122,9 @@ class RunData:
         """Build a run in memory (tests, benchmarks, data from other sources).
 
         Missing columns get neutral values: ``we_v`` = ``voltage_v`` + the meta reference
-        offset, ``charge_ah`` zeros, ``step``/``cycle``/``range_idx``/``flags`` zeros and
-        ``seq`` 0..n-1.
+        offset, ``charge_ah`` zeros (and ``board_charge`` False: the analysis then uses the
+        samples' integral as the step charge), ``step``/``cycle``/``range_idx``/``flags`` zeros
+        and ``seq`` 0..n-1.
         """
         t = np.asarray(t_s, dtype=np.float64)
         n = len(t)
@@ -146,6 +149,7 @@ class RunData:
             events=list(events or []),
             steps=dict(steps or {}),
             meta=meta_d,
+            board_charge=charge_ah is not None,
         )
 
     def __len__(self) -> int:
@@ -223,6 +227,10 @@ class RunData:
     def reference_offset_v(self) -> float:
         """E(counter/reference) vs Li+/Li, V: ``we_v = voltage_v + offset``."""
         return _opt_float_any(self.meta.get("reference_offset_v")) or 0.0
+
+    def step_table(self) -> dict[int, tuple[str, float | None]]:
+        """Step index → (kind, set current A), what ``sicell.cyclemodel`` needs."""
+        return {i: (s.kind, s.current_a) for i, s in self.steps.items()}
 
     def rest_mask(self, rest_current_a: float = 1e-9) -> NDArray[np.bool_]:
         """True for samples that belong to no half-cycle: rest/OCV steps (steps table), relay
@@ -308,4 +316,22 @@ def load_run(path: str | Path) -> RunData:
         steps=steps,
         meta=meta,
         path=p,
+        record_dt_s=_record_intervals(meta),
     )
+
+
+def _record_intervals(meta: Mapping[str, Any]) -> dict[int, float]:
+    """Step index → recording interval (s; steps without one left out), from the schedule the
+    run stored in its metadata; empty when there is none or this sicell cannot read it."""
+    text = meta.get("schedule_toml")
+    if not isinstance(text, str) or not text.strip():
+        return {}
+    from sicell.errors import ScheduleError
+    from sicell.schedule import parse_schedule
+    from sicell.schedule.resolve import resolve_steps
+
+    try:
+        resolved = resolve_steps(parse_schedule(text), None)
+    except ScheduleError:
+        return {}
+    return {r.index: r.record[0] / 1000.0 for r in resolved if r.record[0] > 0}

@@ -2,23 +2,22 @@
 
 Conventions (DESIGN.md §5): positive current lithiates the Si working electrode; capacity
 accumulates per half-cycle and resets at each half-cycle start; a cycle starts with a
-lithiation. Samples of rest/OCV steps (or with the relay open, or |I| ≤ 1 nA) belong to no
-half-cycle.
+lithiation. Which steps form a half-cycle, its cycle number (the first lithiation is cycle 1; a
+delithiation before it is cycle 0 and never a complete cycle) and its capacity (the board's
+coulomb count) are ``sicell.cyclemodel``'s rule, the one every view uses. Samples of rest/OCV
+steps, and samples with the relay open (pause, hold, trip), belong to no half-cycle.
 
-Cycle numbers here count from 1 for people: cycle *n* is the n-th lithiation half-cycle of the
-run and the delithiation that follows it (the database's ``cycle`` column counts from 0 and is
-used only to split half-cycles). A delithiation before the first lithiation is cycle 0 and never
-a complete cycle.
+The samples' integral of current is the cross-check (``crosscheck``): beside each capacity
+(``*_integral_mah``), with the half-cycles where the two differ by more than 0.1 %
+(``CycleTable.discrepancies``) and where the integral was not taken (``CycleTable.skipped``).
+Energies are ∫ V dQ over the board's count with V the working-electrode potential vs Li+/Li
+(``we``) or the cell voltage (``cell``), so a mean voltage is energy / capacity.
 
-Capacities are integrated from the samples (trapezoid rule on current vs time); the board's
-per-step ``charge_ah`` column is kept beside them as a cross-check (``*_board_mah``). Energies
-are ∫ V·|I| dt = ∫ V dQ with V the working-electrode potential vs Li+/Li (``we``) or the cell
-voltage (``cell``), so a mean voltage is energy / capacity.
-
-Modules by job: ``halfcycles`` (splitting a run into half-cycles; the only place that rule
-lives), ``resistance`` (current interrupt, IR compensation), ``cycles`` (the cycle table),
-``smoothing``, ``differential`` (dQ/dV curves), ``peaks`` (dQ/dV peaks and drift), ``rate``
-(rate capability). This package re-exports their public names: ``from sicell.analysis import X``.
+Modules by job: ``halfcycles`` (the cycle model's half-cycles with their samples),
+``crosscheck`` (the samples' integral), ``resistance`` (current interrupt, IR compensation),
+``cycles`` (the cycle table), ``smoothing``, ``differential`` (dQ/dV curves), ``peaks`` (dQ/dV
+peaks and drift), ``rate`` (rate capability). This package re-exports their public names:
+``from sicell.analysis import X``.
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ from .common import (
     Normalize,
     Potential,
 )
+from .crosscheck import Discrepancy, SkippedStretch
 from .cycles import SUMMARY_COLUMNS, CycleRow, CycleTable, cycle_table
 from .differential import DqdvCurve, default_dqdv_cycles, dqdv, dqdv_curves
 from .halfcycles import HalfCycle, half_cycles
@@ -57,6 +57,7 @@ __all__ = [
     "SUMMARY_COLUMNS",
     "CycleRow",
     "CycleTable",
+    "Discrepancy",
     "DqdvCurve",
     "HalfCycle",
     "IndexArray",
@@ -69,6 +70,7 @@ __all__ = [
     "RateGroup",
     "RatePoint",
     "ResistancePoint",
+    "SkippedStretch",
     "current_interrupt",
     "cycle_table",
     "default_dqdv_cycles",

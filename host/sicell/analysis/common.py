@@ -7,14 +7,15 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-Kind = Literal["lith", "delith"]
-LITH: Kind = "lith"
-DELITH: Kind = "delith"
+from ..cyclemodel import DELITH as DELITH
+from ..cyclemodel import LITH as LITH
+from ..cyclemodel import Kind as Kind
+
 IndexArray = NDArray[np.intp]
 Normalize = Literal["auto", "mass", "area", "none"]
 Potential = Literal["we", "cell"]
 
-DEFAULT_REST_CURRENT_A = 1e-9
+DEFAULT_REST_CURRENT_A = 1e-9  # |I| at or below it reads as no current (the wire's 1 nA)
 DEFAULT_REFERENCE_CYCLE = 10
 
 

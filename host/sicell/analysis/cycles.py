@@ -15,7 +15,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..rundata import FloatArray, RunData
-from .common import DEFAULT_REFERENCE_CYCLE, DEFAULT_REST_CURRENT_A, DELITH, LITH, per_unit
+from .common import DEFAULT_REFERENCE_CYCLE, DELITH, LITH, per_unit
+from .crosscheck import Discrepancy, SkippedStretch
 from .halfcycles import HalfCycle, half_cycles
 from .resistance import current_interrupt
 
@@ -23,8 +24,9 @@ from .resistance import current_interrupt
 @dataclass(frozen=True)
 class CycleRow:
     """One complete cycle (a lithiation and the delithiation after it). Capacities are
-    positive; ``ce`` = delithiation / lithiation; ``retention`` = delithiation capacity /
-    the reference cycle's (fractions, not %)."""
+    positive, the board's coulomb count (``*_board_mah`` repeats it beside the samples'
+    integral ``*_integral_mah``, the cross-check); ``ce`` = delithiation / lithiation;
+    ``retention`` = delithiation capacity / the reference cycle's (fractions, not %)."""
 
     cycle: int
     lith_mah: float
@@ -47,6 +49,8 @@ class CycleRow:
     delith_mean_cell_v: float
     lith_board_mah: float
     delith_board_mah: float
+    lith_integral_mah: float
+    delith_integral_mah: float
     r_lith_ohm: float | None
     r_delith_ohm: float | None
     delith_current_a: float
@@ -75,6 +79,8 @@ _COLUMNS: tuple[tuple[str, str, float, str], ...] = (
     ("delith_mean_cell_V", "delith_mean_cell_v", 1.0, ".4f"),
     ("lith_board_mAh", "lith_board_mah", 1.0, ".6g"),
     ("delith_board_mAh", "delith_board_mah", 1.0, ".6g"),
+    ("lith_integral_mAh", "lith_integral_mah", 1.0, ".6g"),
+    ("delith_integral_mAh", "delith_integral_mah", 1.0, ".6g"),
     ("r_lith_ohm", "r_lith_ohm", 1.0, ".1f"),
     ("r_delith_ohm", "r_delith_ohm", 1.0, ".1f"),
     ("delith_current_mA", "delith_current_a", 1e3, ".4g"),
@@ -105,6 +111,8 @@ class CycleTable:
     requested_reference: int
     reference_cycle: int | None
     notes: tuple[str, ...]
+    discrepancies: tuple[Discrepancy, ...] = ()  # board count vs samples' integral > 0.1 %
+    skipped: tuple[SkippedStretch, ...] = ()  # where the samples' integral was not taken
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -275,7 +283,6 @@ def cycle_table(
     run: RunData,
     *,
     reference_cycle: int = DEFAULT_REFERENCE_CYCLE,
-    rest_current_a: float = DEFAULT_REST_CURRENT_A,
     hcs: Sequence[HalfCycle] | None = None,
 ) -> CycleTable:
     """Per-cycle capacities (mAh, mAh/g, mAh/cm², mAh/cm³), CE, retention, energy, mean
@@ -287,9 +294,13 @@ def cycle_table(
     linear least-squares fit of retention (%) against cycle over the reference and later
     cycles. Cycles to 80/90 % is the first cycle after the reference whose retention is at or
     below the threshold (None when never reached).
+
+    Capacities are the board's count (``sicell.cyclemodel``); ``discrepancies`` lists the
+    half-cycles whose samples' integral differs from it by more than 0.1 %, ``skipped`` where
+    that integral was not taken (both also summed up in ``notes``).
     """
     if hcs is None:
-        hcs = half_cycles(run, rest_current_a=rest_current_a)
+        hcs = half_cycles(run)
     notes: list[str] = []
     by_cycle: dict[int, dict[str, list[HalfCycle]]] = {}
     for h in hcs:
@@ -337,8 +348,10 @@ def cycle_table(
                 delith_mean_we_v=de_we / dq,
                 lith_mean_cell_v=le_c / lq,
                 delith_mean_cell_v=de_c / dq,
-                lith_board_mah=1e3 * sum(h.board_ah for h in parts[LITH]),
-                delith_board_mah=1e3 * sum(h.board_ah for h in parts[DELITH]),
+                lith_board_mah=lq,
+                delith_board_mah=dq,
+                lith_integral_mah=1e3 * sum(h.integral_ah for h in parts[LITH]),
+                delith_integral_mah=1e3 * sum(h.integral_ah for h in parts[DELITH]),
                 r_lith_ohm=r_first.get((c, LITH)),
                 r_delith_ohm=r_first.get((c, DELITH)),
                 delith_current_a=float(np.median([h.median_abs_current_a for h in parts[DELITH]])),
@@ -368,10 +381,28 @@ def cycle_table(
         CycleRow(retention=None if ref_cap is None else r["delith_mah"] / ref_cap, **r) for r in raw
     )
 
-    return CycleTable(
-        run_name=run.name,
-        rows=rows,
-        requested_reference=reference_cycle,
-        reference_cycle=ref,
-        notes=tuple(notes),
-    )
+    disc = tuple(d for h in hcs if (d := h.discrepancy) is not None)
+    skipped = tuple(s for h in hcs for s in h.skipped)
+    notes.extend(_crosscheck_notes(disc, skipped))
+    return CycleTable(run.name, rows, reference_cycle, ref, tuple(notes), disc, skipped)
+
+
+def _crosscheck_notes(disc: Sequence[Discrepancy], skipped: Sequence[SkippedStretch]) -> list[str]:
+    """One line each on the discrepancies and the stretches not integrated."""
+    out = []
+    if disc:
+        out.append(
+            f"the samples' integral differs from the board's count by more than 0.1 % in "
+            f"{len(disc)} half-cycle(s) (capacities are the board's count): "
+            + "; ".join(d.text() for d in disc[:3])
+            + ("; ..." if len(disc) > 3 else "")
+        )
+    if skipped:
+        kinds: dict[str, float] = {}
+        for s in skipped:
+            kinds[s.reason] = kinds.get(s.reason, 0.0) + s.duration_s
+        out.append(
+            "not integrated across (the board's count covers them): "
+            + ", ".join(f"{r} {t:.1f} s" for r, t in kinds.items())
+        )
+    return out

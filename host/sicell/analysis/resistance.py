@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..rundata import FloatArray, RunData
-from .common import DEFAULT_REST_CURRENT_A, Kind
+from .common import Kind
 from .halfcycles import HalfCycle, half_cycle_of_sample, half_cycles
 
 
@@ -39,7 +39,6 @@ def current_interrupt(
     *,
     n_points: int = 1,
     max_window_s: float | None = None,
-    rest_current_a: float = DEFAULT_REST_CURRENT_A,
     hcs: Sequence[HalfCycle] | None = None,
 ) -> list[ResistancePoint]:
     """Resistance at every rest → current boundary (one per half-cycle that starts after a
@@ -48,7 +47,7 @@ def current_interrupt(
     if n_points < 1:
         raise ValueError("n_points must be ≥ 1")
     if hcs is None:
-        hcs = half_cycles(run, rest_current_a=rest_current_a)
+        hcs = half_cycles(run)
     owner = half_cycle_of_sample(run, hcs)
     is_rest = owner < 0
     bnd = np.flatnonzero(is_rest[:-1] & ~is_rest[1:])

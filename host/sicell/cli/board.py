@@ -119,7 +119,10 @@ def _status_table(st: Status) -> Table:
     t.add_column("value")
     t.add_row("state", st.state_name)
     t.add_row("run id", f"{st.run_id:08x}" if st.run_id else "-")
-    t.add_row("step / cycle", f"{st.step} / {st.cycle}")
+    t.add_row("step", str(st.step))
+    # the board's own counter; cycles as users see them (first lithiation = 1) need the run's
+    # history, which the run database has (sicell.cyclemodel)
+    t.add_row("board cycle counter", f"{st.cycle} (0-based; summaries count from 1)")
     t.add_row("test time", fmt_duration(st.t_s))
     t.add_row("cell voltage", fmt_volts(st.v_uv * 1e-6))
     t.add_row("current", f"{fmt_current(st.i_na * 1e-9)} (range {st.range})")

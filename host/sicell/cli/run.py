@@ -10,7 +10,7 @@ import click
 from rich.console import Console
 
 from sicell.cli.common import console, explain, say
-from sicell.errors import UsageError
+from sicell.errors import EXIT_OK, UsageError, worst_exit
 from sicell.progress import Display, NullDisplay, make_display
 from sicell.schedule import Schedule, ScheduleValidationError, load_schedule
 from sicell.session import RunSession, RunSummary, run_many
@@ -30,9 +30,17 @@ def _default_db(schedule_path: Path, board: str | None = None) -> Path:
     return Path(f"{stem}-{stamp}.db")
 
 
-def _print_summary(con: Console, summary: RunSummary) -> None:
+def _print_summary(con: Console, summary: RunSummary) -> int:
+    """Print the summary; return the exit code of the run's outcome."""
     for line in summary.lines():
-        say(con, line)
+        # one line per fact, never wrapped: scripts read them
+        con.print(line, highlight=False, markup=False, soft_wrap=True)
+    return summary.outcome.exit_code if summary.outcome is not None else EXIT_OK
+
+
+def _exit(code: int) -> None:
+    if code != EXIT_OK:
+        raise click.exceptions.Exit(code)
 
 
 @click.command()
@@ -69,6 +77,10 @@ def run(
     (committed before they are acknowledged) and shows progress. Stop watching with Ctrl-C at
     any time: the board keeps running, and `sicell run --resume RUN.db --port PORT` picks up
     where the database ends.
+
+    Exits with the run's outcome: 0 complete, 3 safety trip, 4 stopped by a user, 5
+    interrupted by a board reset (README lists every code); with several boards, the most
+    severe of theirs.
     """
     con = console()
     if resume_db is not None and schedule is not None:
@@ -92,7 +104,7 @@ def run(
         session = RunSession.resume(resume_db, port_list[0], name=name, display=display)
         with display:
             summary = session.run()
-        _print_summary(con, summary)
+        _exit(_print_summary(con, summary))
         return
 
     assert schedule is not None
@@ -107,20 +119,23 @@ def run(
     if len(sessions) == 1:
         with display:
             summary = sessions[0].run()
-        _print_summary(con, summary)
+        _exit(_print_summary(con, summary))
         return
     with display:
         results = run_many(sessions)
-    codes = []
+    codes: list[tuple[str, int]] = []
     for r in results:
         if r.summary is not None:
-            _print_summary(con, r.summary)
+            codes.append((r.session.name, _print_summary(con, r.summary)))
         elif r.error is not None:
             text, code = explain(r.error)
             click.echo(f"error: [{r.session.name}] {text}", err=True)
-            codes.append(code)
-    if codes:
-        raise click.exceptions.Exit(codes[0])
+            codes.append((r.session.name, code))
+    worst = worst_exit(c for _, c in codes)
+    if worst != EXIT_OK:
+        each = ", ".join(f"{name} {c}" for name, c in codes)
+        say(con, f"exit code {worst}: the most severe of the boards' ({each})")
+    _exit(worst)
 
 
 def _load_schedule(path: Path) -> Schedule:

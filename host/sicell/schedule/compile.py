@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from sicell.errors import ScheduleError
 from sicell.protocol import schedule as wire
 from sicell.schedule.convert import safety_window
+from sicell.schedule.cutoffs import check_cutoff_sides
 from sicell.schedule.model import BoardLimits, ResolvedStep, WireLimit
 from sicell.schedule.readers import err
 from sicell.schedule.resolve import resolve_steps
@@ -35,7 +36,9 @@ def compile_schedule(sched: Schedule, limits: BoardLimits) -> bytes:
             "(use loops to repeat blocks)"
         )
     hdr = header(sched, limits)
-    steps = [_wire_step(r) for r in resolve_steps(sched, limits)]
+    resolved = resolve_steps(sched, limits)
+    check_cutoff_sides(sched, resolved)
+    steps = [_wire_step(r) for r in resolved]
     blob: bytes = wire.encode(hdr, steps)
     # the board's own validation, so a blob that would be NACKed never leaves the host
     try:

@@ -35,6 +35,14 @@ CONVENTIONS: dict[str, str] = {
     "charging": "lithiation is 'charging' of the Si anode; delithiation is 'discharging'",
     "capacity": "capacity accumulates per half-cycle and resets at each half-cycle start",
     "cycle_start": "a cycle starts with a lithiation step",
+    "cycle_number": "cycles count from 1: cycle n is the n-th lithiation half-cycle and what "
+    "follows it up to the next lithiation; anything before the first lithiation is cycle 0 (the "
+    "board's own counter in the samples' cycle column starts at 0 and is not the cycle number)",
+    "half_cycle": "a half-cycle is a sequence of schedule steps of one direction, the sign of "
+    "their set current (a CC-CV step counts with its CC, a CV step with the sign of its charge); "
+    "rest, OCV, pauses, holds and trips belong to none and are never integrated across",
+    "capacity_source": "capacities are the board's coulomb count (charge_ah: the step's charge "
+    "since the step started); the samples' integral of current is the cross-check",
     "voltage": "voltage_v is the cell voltage (working minus counter electrode), V",
     "potential_vs_li": "we_v = voltage_v + reference_offset_v (working electrode vs Li+/Li), V",
     "step_index": "0-based schedule step index, as compiled for the board",

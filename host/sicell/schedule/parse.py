@@ -27,17 +27,39 @@ from sicell.units import Reference, reference_from
 __all__ = ["load_schedule", "parse_schedule"]
 
 
+_UTF16_32_BOMS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
+
+
 def load_schedule(path: str | os.PathLike[str]) -> Schedule:
-    """Read and parse a schedule file (UTF-8 TOML)."""
+    """Read and parse a schedule file (UTF-8 TOML, with or without a byte-order mark)."""
     p = Path(path)
-    text = p.read_text(encoding="utf-8")
-    return parse_schedule(text, source=str(p))
+    return parse_schedule(decode_text(p.read_bytes(), str(p)), source=str(p))
+
+
+def decode_text(data: bytes, source: str) -> str:
+    """A schedule file's bytes as text: UTF-8, a leading byte-order mark dropped. Anything else
+    (UTF-16, NUL bytes, bytes that are not UTF-8) is refused with a ``ScheduleError`` naming
+    ``source``: it is not a text file this parser can read."""
+    expected = "expected a TOML schedule saved as UTF-8 text"
+    if data.startswith(_UTF16_32_BOMS):
+        raise ScheduleError(f"{source}: saved as UTF-16 or UTF-32 text; {expected}")
+    if b"\x00" in data:
+        at = data.index(b"\x00")
+        raise ScheduleError(f"{source}: not a text file (a NUL byte at offset {at}); {expected}")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ScheduleError(
+            f"{source}: not a text file (byte 0x{data[e.start]:02x} at offset {e.start} is not "
+            f"UTF-8); {expected}"
+        ) from None
 
 
 def parse_schedule(text: str, source: str = "<string>") -> Schedule:
     """Parse schedule TOML. Structural problems (syntax, unknown keys, wrong types, a step kind
     missing its set point) raise ``ScheduleValidationError`` here; everything that needs units
     resolved or the board's limits is checked by ``Schedule.compile``."""
+    text = text.removeprefix("\ufeff")  # a byte-order mark some editors write
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

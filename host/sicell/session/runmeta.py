@@ -78,22 +78,26 @@ def new_run_meta(
     return meta
 
 
-def schedule_facts(sch: Any, meta: Mapping[str, Any]) -> tuple[float, list[str], float | None]:
-    """(reference offset V, step kinds, estimated run time s) for the live display."""
+StepRow = tuple[int, str, float | None, float | None, Any]
+
+
+def schedule_facts(sch: Any, meta: Mapping[str, Any]) -> tuple[float, list[StepRow], float | None]:
+    """(reference offset V, the schedule's step rows, estimated run time s) for the live
+    display; the rows let the live half-cycles follow the set currents as the stored run's do."""
     off = meta.get("reference_offset_v")
     offset = float(off) if isinstance(off, int | float) else 0.0
     if sch is None:
         return offset, [], None
     try:
-        kinds = [str(row[1]) for row in sch.step_rows()]
+        rows = list(sch.step_rows())
     except ScheduleError:  # a unit that needs metadata the schedule lacks
-        kinds = []
+        rows = []
     try:
         est = sch.estimate_duration_s()
     except ScheduleError:
         est = None
     estimate = float(est) if est is not None and math.isfinite(est) else None
-    return offset, kinds, estimate
+    return offset, rows, estimate
 
 
 def parse_or_none(parse: Callable[[str], Any], text: str) -> Any:

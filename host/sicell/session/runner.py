@@ -42,7 +42,9 @@ from sicell.errors import (
 from sicell.progress import Display, NullDisplay
 from sicell.protocol import messages as M
 from sicell.session import runmeta
+from sicell.session.opencircuit import check_open_circuit
 from sicell.session.options import SessionOptions
+from sicell.session.outcome import run_outcome, safety_limits
 from sicell.session.reopen import reopen
 from sicell.session.seqbook import U32, Probe, Replay, SeqBook
 from sicell.session.summary import LiveView, RunSummary, end_reason, summarize
@@ -93,6 +95,7 @@ class RunSession:
         )
         self.live = LiveView(self.name)
         self.end_reason: str | None = None
+        self.end_code: int | None = None  # EV_RUN_END's reason (messages.RE_*) when seen
         self.last_commit = time.monotonic()
         self.samples = 0
         self.events = 0
@@ -207,6 +210,9 @@ class RunSession:
         from sicell.schedule import BoardLimits  # imported when needed: a large package
 
         blob = sch.compile(BoardLimits.from_info(info.as_dict()))
+        limits = safety_limits(sch, info)
+        if limits is not None:  # (it is: the schedule compiled against this board)
+            check_open_circuit(board.status(), limits, self.port)
         board.upload_schedule(blob)
         calibration = [c.as_dict() for c in board.calibration()]
         self.run_id = self.book.run_id = new_run_id()
@@ -240,8 +246,9 @@ class RunSession:
         )
 
     def _load_schedule_facts(self, sch: Any, meta: Mapping[str, Any]) -> None:
-        facts = runmeta.schedule_facts(sch, meta)
-        self.live.offset_v, self.live.step_kinds, self.live.estimate_s = facts
+        self.live.offset_v, rows, self.live.estimate_s = runmeta.schedule_facts(sch, meta)
+        if rows:
+            self.live.set_steps(rows)
 
     def _attach(self) -> None:
         if not self.db_path.exists():
@@ -361,7 +368,8 @@ class RunSession:
             if rec.is_sample:
                 self.live.add_sample(rec.fields)
             elif rec.fields["code"] == M.EV_RUN_END:
-                self.end_reason = end_reason(rec.fields["reason"])
+                self.end_code = rec.fields["reason"]
+                self.end_reason = end_reason(self.end_code)
         self._book_news()
         if ack and self.board is not None:
             self.board.ack(batch.top)
@@ -494,7 +502,8 @@ class RunSession:
 
     # -- summary -----------------------------------------------------------------------------
     def summary(self) -> RunSummary:
-        return summarize(
+        """The run's summary, with its outcome (:mod:`sicell.session.outcome`)."""
+        out = summarize(
             self.db_path,
             self.name,
             self.run_id,
@@ -506,3 +515,8 @@ class RunSession:
             reconnects=self.reconnects,
             framing_errors=self.framing_errors,
         )
+        limits = safety_limits(self.schedule, self.info)
+        out.outcome = run_outcome(
+            self.db_path, self.book.board_state, self.end_code, limits, self.port
+        )
+        return out

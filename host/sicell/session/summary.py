@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sicell import store as store_mod
 from sicell.client import Status, state_name
+from sicell.cyclemodel import CycleModel
 from sicell.progress import Progress, fmt_capacity, fmt_duration
 from sicell.protocol import messages as M
+from sicell.session.outcome import Outcome
 from sicell.session.seqbook import SeqBook
 
 END_REASONS = {
@@ -57,7 +60,7 @@ class RunSummary:
     elapsed_s: float | None
     cycles: list[CycleCapacity] = field(default_factory=list)
     complete_cycles: int = 0
-    board_cycle: int | None = None  # the board's cycle counter at the last sample
+    last_cycle: int | None = None  # the cycle of the last sample (first lithiation = 1)
     reconnects: int = 0
     replays: int = 0
     lost_seqs: int = 0
@@ -65,6 +68,7 @@ class RunSummary:
     framing_errors: int = 0
     reset_skipped: int = 0  # seqs skipped when the board reset (never lost by the host)
     cycles_error: str | None = None  # why the cycle table could not be computed
+    outcome: Outcome | None = None  # how the run ended, and the exit code (session.outcome)
 
     def lines(self) -> list[str]:
         missing = self.decimated + self.lost_seqs + self.reset_skipped
@@ -87,6 +91,8 @@ class RunSummary:
             f"link: {self.reconnects} reconnects, {self.replays} replays, "
             f"{self.framing_errors} bad frames, {self.lost_seqs} records lost",
         ]
+        if self.outcome is not None and self.outcome.line:
+            out.insert(1, self.outcome.line)
         if self.decimated:
             out.append(
                 f"decimated by the board while no host listened: {self.decimated} records "
@@ -99,7 +105,7 @@ class RunSummary:
             )
         out.append(
             f"cycles: {self.complete_cycles} complete"
-            + (f" (board cycle counter at {self.board_cycle})" if self.board_cycle else "")
+            + (f" (the last sample is in cycle {self.last_cycle})" if self.last_cycle else "")
         )
         if self.cycles_error:
             out.append(f"  cycle table not available: {self.cycles_error}")
@@ -187,7 +193,7 @@ def summarize(
         elapsed_s=elapsed,
         cycles=cycles,
         complete_cycles=len(cycles),
-        board_cycle=last["cycle"] if last is not None else None,
+        last_cycle=live.tracker.cycle if last is not None else None,
         reconnects=reconnects,
         replays=book.replays,
         lost_seqs=book.lost,
@@ -199,39 +205,18 @@ def summarize(
 
 
 # ---- live progress --------------------------------------------------------------------------
-class HalfCycleTracker:
-    """Capacity of the half-cycle in progress from SAMPLE records (charge resets per step)."""
+class HalfCycleTracker(CycleModel):
+    """The cycle model (:mod:`sicell.cyclemodel`) fed SAMPLE records one at a time: the cycle
+    (:attr:`cycle`) and the half-cycle capacity (the board's count) at the latest sample."""
 
-    def __init__(self, rest_na: int = 1) -> None:
-        self.rest_na = rest_na
-        self.sign = 0
-        self.done_nah = 0
-        self.step_key: tuple[int, int] | None = None
-        self.step_q = 0
-        self.step_sign = 0
-
-    def add(self, f: dict[str, int]) -> None:
-        key = (f["step"], f["cycle"])
-        first = bool(f["flags"] & M.F_STEP_FIRST)
-        if key != self.step_key or first:
-            if self.step_key is not None and self.step_sign == self.sign:
-                self.done_nah += abs(self.step_q)
-            self.step_key = key
-            self.step_q = 0
-            self.step_sign = 0
-        i = f["i_na"]
-        if abs(i) > self.rest_na:
-            s = 1 if i > 0 else -1
-            if s != self.sign:
-                self.sign = s
-                self.done_nah = 0
-            self.step_sign = s
-        self.step_q = f["q_nah"]
+    def add_fields(self, f: dict[str, int]) -> None:
+        """One SAMPLE record's fields (wire units)."""
+        self.add(f["step"], f["cycle"], f["flags"], f["q_nah"] * 1e-9)
 
     @property
     def capacity_ah(self) -> float:
-        q = self.done_nah + (abs(self.step_q) if self.step_sign == self.sign else 0)
-        return q * 1e-9
+        """:attr:`half_cycle_ah`, the name the live display reads."""
+        return self.half_cycle_ah
 
 
 class LiveView:
@@ -242,11 +227,29 @@ class LiveView:
         self.tracker = HalfCycleTracker()
         self.last_sample: dict[str, int] | None = None
         self.offset_v = 0.0
-        self.step_kinds: list[str] = []
+        self._step_kinds: list[str] = []
+        self._have_steps = False
         self.estimate_s: float | None = None
 
+    @property
+    def step_kinds(self) -> list[str]:
+        return self._step_kinds
+
+    @step_kinds.setter
+    def step_kinds(self, kinds: list[str]) -> None:
+        self._step_kinds = list(kinds)
+        if not self._have_steps:  # kinds alone: a CC step's direction from its charge's sign
+            self.tracker.set_steps(dict(enumerate((k, None) for k in self._step_kinds)))
+
+    def set_steps(self, rows: Sequence[tuple[int, str, float | None, float | None, Any]]) -> None:
+        """The schedule's step rows (``Schedule.step_rows()``: index, kind, set current A, ...),
+        so the live half-cycles follow the set currents exactly as the stored run's do."""
+        self._have_steps = True
+        self._step_kinds = [str(r[1]) for r in sorted(rows, key=lambda r: r[0])]
+        self.tracker.set_steps({int(r[0]): (str(r[1]), r[2]) for r in rows})
+
     def add_sample(self, f: dict[str, int]) -> None:
-        self.tracker.add(f)
+        self.tracker.add_fields(f)
         self.last_sample = f
 
     @property
@@ -275,7 +278,7 @@ class LiveView:
             kw.update(
                 step=step,
                 step_kind=self.step_kinds[step] if 0 <= step < len(self.step_kinds) else None,
-                cycle=f["cycle"],
+                cycle=self.tracker.cycle,
                 voltage_v=v,
                 we_v=v + self.offset_v,
                 current_a=f["i_na"] * 1e-9,
@@ -287,7 +290,6 @@ class LiveView:
             v = status.v_uv * 1e-6
             kw.update(
                 step=status.step,
-                cycle=status.cycle,
                 voltage_v=v,
                 we_v=v + self.offset_v,
                 current_a=status.i_na * 1e-9,
