@@ -12,7 +12,7 @@ import paper_targets as T
 from paper_analysis import Metrics, ce_start, lithiated_mah_cm3
 from paper_runs import Job, err
 from paper_schedules import rate_cutoffs, toml_cycles, toml_rest_s
-from sicell.emulator.cellmodels import cells_module, film_params
+from sicell.emulator.cellmodels import cells_module, film_params, runs_module
 
 MODEL_DT_S = 10.0
 
@@ -86,7 +86,7 @@ def model_rate(
 ) -> dict[float, tuple[float, float]]:
     """The rate test from cells.py alone: CC-CV lithiation at 0.1 mA/cm² to 0.01 V vs Li held
     to 1 µA/cm², delithiation at each rate to its (IR-corrected with 150 Ω·cm²) cutoff."""
-    c = cells_module()
+    c, runs = cells_module(), runs_module()
     p = film_params(film)
     cell = c.make_cell(film, seed)
     off, area, mass_g = p["e_ce"], p["area_cm2"], p["mass_g"]
@@ -96,7 +96,7 @@ def model_rate(
     out: dict[float, tuple[float, float]] = {}
     for j, until_v, ir in cutoffs:
         _cc(cell, i_ch, v_hold, MODEL_DT_S, 0.0, 1e6)
-        c.run_cv(cell, v_hold, T.RATE.hold_until_ua_cm2 * 1e-6 * area, MODEL_DT_S, 10 * i_ch)
+        runs.run_cv(cell, v_hold, T.RATE.hold_until_ua_cm2 * 1e-6 * area, MODEL_DT_S, 10 * i_ch)
         cell.advance(0.0, rest_s)
         dt = min(MODEL_DT_S, 3.0 / j)
         q = _cc(cell, -j * 1e-3 * area, until_v - off, dt, r_comp if ir else 0.0, 1e6)

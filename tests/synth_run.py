@@ -258,3 +258,40 @@ def export_bdf_csv(run: RunData, path: str | Path) -> Path:
     )
     np.savetxt(p, data, delimiter=",", header=",".join(header), comments="", fmt="%.17g")
     return p
+
+
+def schedule_toml(
+    *, resistance_ohm_cm2: float | None = None, resistance_ohm: float | None = None
+) -> str:
+    """A small valid schedule to store as a synthetic run's ``schedule_toml`` metadata: the
+    cell's area and, when given, its series resistance (used by an IR-corrected cutoff)."""
+    cell = [f"area_cm2 = {AREA_CM2}"]
+    if resistance_ohm_cm2 is not None:
+        cell.append(f"resistance_ohm_cm2 = {resistance_ohm_cm2}")
+    if resistance_ohm is not None:
+        cell.append(f"resistance_ohm = {resistance_ohm}")
+    ir = "ir_corrected = true\n" if len(cell) > 1 else ""
+    return (
+        'name = "synthetic"\nvs = "Li"\n\n[cell]\n'
+        + "\n".join(cell)
+        + '\n\n[[step]]\nkind = "cc"\ndirection = "delithiation"\ncurrent_ua = 56.7\n'
+        + f"until_v = 1.2\n{ir}"
+    )
+
+
+def drop_steps(run: RunData, steps: Sequence[int]) -> RunData:
+    """``run`` without the samples of the given step indices (e.g. its rests: a run whose
+    half-cycles follow each other without a current interrupt)."""
+    keep = ~np.isin(run.step, np.asarray(list(steps), dtype=np.int64))
+    return RunData.from_arrays(
+        run.t_s[keep],
+        run.voltage_v[keep],
+        run.current_a[keep],
+        we_v=run.we_v[keep],
+        charge_ah=run.charge_ah[keep],
+        step=run.step[keep],
+        cycle=run.cycle[keep],
+        flags=run.flags[keep],
+        steps=run.steps,
+        meta=run.meta,
+    )

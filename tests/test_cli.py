@@ -3,11 +3,13 @@ stop, calibrate, export, report, emulate, flash (refusals, staging, hashes)."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import importlib.util
 import os
 import threading
 import time
+from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -166,6 +168,32 @@ def test_run_resume_after_detach(tmp_path: Path, sched: Path, boards: list[FakeB
 
 
 @needs_store
+def test_run_ctrl_c_during_upload(
+    tmp_path: Path, sched: Path, boards: list[FakeBoard], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the schedule uploads: exit 130, a message that nothing started, and no
+    database (nor a --resume hint pointing at one)."""
+    from sicell.client import Board
+
+    fb = FakeBoard()
+    boards.append(fb)
+    real = Board.request
+
+    def request(self: Board, t: int, *a: Any, **kw: Any) -> Any:
+        if t == M.SCHED_CHUNK:
+            raise KeyboardInterrupt
+        return real(self, t, *a, **kw)
+
+    monkeypatch.setattr(Board, "request", request)
+    db = tmp_path / "r.db"
+    res = _invoke("run", str(sched), "--port", fb.serve_tcp(), "--db", str(db), "-q")
+    assert res.exit_code == errors.EXIT_INTERRUPTED, res.output
+    assert "before the run started" in res.output and "nothing runs" in res.output
+    assert "--resume" not in res.output and "keeps running" not in res.output
+    assert not db.exists() and fb.state != M.ST_RUNNING
+
+
+@needs_store
 def test_run_several_boards(tmp_path: Path, sched: Path, boards: list[FakeBoard]) -> None:
     urls = []
     for k in range(2):
@@ -283,6 +311,13 @@ def test_export_csv(tmp_path: Path, sched: Path, boards: list[FakeBoard]) -> Non
     head = out.read_text().splitlines()[0]
     assert "Voltage / V" in head and "Working Electrode Potential vs Li / V" in head
     assert len(out.read_text().splitlines()) == 61
+    # exact decimals of the board's units: never more places than 1 ms, 1 µV, 1 nA, 1 nAh
+    places = {"Test Time / s": 3, "Voltage / V": 6, "Current / A": 9, "Step Capacity / Ah": 9}
+    with out.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            for name, n in places.items():
+                assert -Decimal(row[name]).as_tuple().exponent <= n, (name, row[name])
+            assert row["Unix Time / s"]  # the session recorded the start time
 
 
 def test_export_missing_db(tmp_path: Path) -> None:

@@ -5,11 +5,24 @@ from __future__ import annotations
 import binascii
 import csv
 import json
+import math
+import subprocess
+import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sicell.bdftable import (
+    COMPUTED_DIGITS,
+    computed_string,
+    decimal_strings,
+    round_computed,
+    scaled,
+)
 from sicell.emulator.launcher import stage_firmware
 from sicell.export import (
     BDF_COLUMNS,
@@ -27,13 +40,18 @@ from tests.mputil import run_mp
 EXAMPLES = Path(__file__).resolve().parents[1] / "host" / "sicell" / "examples"
 NAMES = [
     "Test Time / s",
+    "Unix Time / s",
     "Voltage / V",
     "Current / A",
     "Cycle Count / 1",
     "Step Count / 1",
     "Step Index / 1",
+    "Step Capacity / Ah",
     "Charging Capacity / Ah",
     "Discharging Capacity / Ah",
+    "Charging Energy / Wh",
+    "Discharging Energy / Wh",
+    "Internal Resistance / ohm",
     "Working Electrode Potential vs Li / V",
 ]
 
@@ -46,40 +64,67 @@ STEPS = [
     (4, "rest", None, None, ""),
     (5, "loop", None, None, ""),
 ]
-# per step: (charge at the end of the step in Ah, points)
-PLAN = [(0, 3e-4, 4), (1, 5e-5, 3), (2, 0.0, 2), (3, -3.2e-4, 4), (4, 0.0, 2)]
+# per step: (charge at the end of the step in Ah, points); every value on the 1 nAh grid
+PLAN = [(0, 3e-4, 4), (1, 6e-5, 3), (2, 0.0, 2), (3, -3.2e-4, 4), (4, 0.0, 2)]
 
 
-def make_run(path: Path, cycles: int = 2) -> dict[str, list[Any]]:
+def make_run(
+    path: Path, cycles: int = 2, extra_meta: dict[str, Any] | None = None
+) -> dict[str, list[Any]]:
     """Write a synthetic run; return the expected export columns."""
     exp: dict[str, list[Any]] = {k: [] for k in NAMES}
     samples: list[SampleRecord] = []
     seq = 0
     t = 0.0
     count = 0
+    energy = {"chg": 0.0, "dis": 0.0}
+    prev_p = 0.0
+    v_prev = i_prev = 0.0
     for cyc in range(cycles):
         chg_acc = 0.0
         for idx, q_end, npts in PLAN:
             count += 1
+            if idx == 0:
+                energy["chg"] = 0.0
+            if idx == 3:
+                energy["dis"] = 0.0
             for k in range(npts):
                 q = q_end * (k + 1) / npts
-                cur = {0: 1e-4, 1: 1e-5 / (k + 1), 3: -1e-4}.get(idx, 0.0)
+                cur = {0: 1e-4, 1: 1e-5 / 2**k, 3: -1e-4}.get(idx, 0.0)  # on the 1 nA grid
                 v = -0.3 + 0.01 * k + 0.1 * idx
                 flags = messages.F_STEP_FIRST if k == 0 else 0
                 samples.append(SampleRecord(seq, t, v, cur, q, idx, cyc, 1, flags))
                 exp["Test Time / s"].append(t)
+                exp["Unix Time / s"].append(math.nan)  # the run recorded no start time
                 exp["Voltage / V"].append(v)
                 exp["Current / A"].append(cur)
                 exp["Cycle Count / 1"].append(cyc + 1)  # the first lithiation is cycle 1
                 exp["Step Count / 1"].append(count)
                 exp["Step Index / 1"].append(idx)
+                exp["Step Capacity / Ah"].append(q)
                 exp["Working Electrode Potential vs Li / V"].append(v + 0.62)
+                # energy: trapezoid of V·I between samples of one step (no step-last flags
+                # here, so no step-start interval), per half-cycle
+                p_now = v * cur
+                if k > 0 and idx in (0, 1):
+                    energy["chg"] += 0.5 * (prev_p + p_now) * 10.0 / 3600.0
+                if k > 0 and idx == 3:
+                    energy["dis"] -= 0.5 * (prev_p + p_now) * 10.0 / 3600.0
+                prev_p = p_now
+                exp["Charging Energy / Wh"].append(energy["chg"] if idx in (0, 1, 2) else 0.0)
+                exp["Discharging Energy / Wh"].append(energy["dis"] if idx in (3, 4) else 0.0)
+                # current interrupt at the first sample after a rest: R = -ΔV/ΔI
+                r = math.nan
+                if k == 0 and seq > 0 and idx in (0, 3):
+                    r = -(v - v_prev) / (cur - i_prev)
+                exp["Internal Resistance / ohm"].append(r)
+                v_prev, i_prev = v, cur
                 if idx == 0:
                     c, d = q, 0.0
                 elif idx == 1:
                     c, d = 3e-4 + q, 0.0
                 elif idx == 2:
-                    c, d = 3.5e-4, 0.0
+                    c, d = 3.6e-4, 0.0
                 elif idx == 3:
                     c, d = 0.0, -q
                 else:
@@ -99,6 +144,7 @@ def make_run(path: Path, cycles: int = 2) -> dict[str, list[Any]]:
         "density_g_cm3": 1.5,
         "cell": "thin-porous",
         "schedule_toml": "# synthetic\n",
+        **(extra_meta or {}),
     }
     with RunStore.create(path, meta, STEPS) as s:
         s.add(samples, [EventRecord(seq, t, messages.EV_RUN_END, "run_end", 4, 1, 0, 0, 0)])
@@ -111,7 +157,10 @@ def check_columns(table: dict[str, Any], exp: dict[str, list[Any]]) -> None:
         got = np.asarray(table[name], dtype=float)
         want = np.asarray(exp[name], dtype=float)
         assert got.shape == want.shape, name
-        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12, err_msg=name)
+        if name in ("Internal Resistance / ohm", "Charging Energy / Wh", "Discharging Energy / Wh"):
+            np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-18, err_msg=name)
+        else:
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-12, err_msg=name)
 
 
 def check_meta(meta: dict[str, Any], data_name: str) -> None:
@@ -134,6 +183,8 @@ def check_meta(meta: dict[str, Any], data_name: str) -> None:
     assert meta["data_file"] == data_name
     assert meta["rows"] == 30
     assert "lithiation" in meta["conventions"]["charging"]
+    assert "sign of the cell voltage" in meta["energy_convention"]
+    assert set(meta["number_format"]) == {"csv", "parquet"}
 
 
 def test_bdf_table_capacities(tmp_path: Path) -> None:
@@ -151,11 +202,22 @@ def test_csv_export(tmp_path: Path) -> None:
     with out.open(newline="") as fh:
         rows = list(csv.reader(fh))
     assert rows[0] == NAMES
-    table = {name: [float(r[i]) for r in rows[1:]] for i, name in enumerate(NAMES)}
+    table = {name: [float(r[i] or math.nan) for r in rows[1:]] for i, name in enumerate(NAMES)}
     check_columns(table, exp)
-    # integer columns are written as integers, floats round-trip exactly
-    assert rows[1][3:6] == ["1", "1", "0"]
-    assert float(rows[2][6]) == 1.5e-4
+    # integer columns are written as integers, values as exact decimals
+    first = dict(zip(NAMES, rows[1], strict=True))
+    assert [first[c] for c in ("Cycle Count / 1", "Step Count / 1", "Step Index / 1")] == [
+        "1",
+        "1",
+        "0",
+    ]
+    assert rows[2][NAMES.index("Charging Capacity / Ah")] == "0.00015"
+    assert first["Unix Time / s"] == "" and first["Internal Resistance / ohm"] == ""
+    assert [r[NAMES.index("Internal Resistance / ohm")] for r in rows[1:] if r[12]] == [
+        "900",
+        "4100",
+        "900",
+    ]
     side = sidecar_path(out)
     assert side == tmp_path / "run.meta.json"
     check_meta(json.loads(side.read_text()), "run.csv")
@@ -172,6 +234,8 @@ def test_parquet_export(tmp_path: Path) -> None:
     check_columns(table, exp)
     assert str(tbl.schema.field("Cycle Count / 1").type) == "int64"
     assert str(tbl.schema.field("Voltage / V").type) == "double"
+    assert tbl.column("Unix Time / s").null_count == 30
+    assert tbl.column("Internal Resistance / ohm").null_count == 27
     kv = {k.decode(): json.loads(v) for k, v in tbl.schema.metadata.items()}
     check_meta(kv, "run.parquet")
 
@@ -215,6 +279,158 @@ def test_schedule_metadata_flows_through(tmp_path: Path) -> None:
     with out.open() as fh:
         row = next(iter(csv.DictReader(fh)))
     assert float(row["Working Electrode Potential vs Li / V"]) == pytest.approx(0.42)
+
+
+# ---- exact numbers, wall-clock time, energies, the BDF validator ------------------------------
+
+
+def test_exact_decimals_from_the_board_integers(tmp_path: Path) -> None:
+    """The board's integers come out as exact decimals (CSV) and as the doubles that print as
+    those decimals (Parquet), although the database holds floats with noise."""
+    rec = SampleRecord.from_wire(
+        0, (12, 345, 1_380_438, 123_456, 987_654_321, 0, 0, 1, messages.F_STEP_FIRST)
+    )
+    assert repr(rec.voltage_v) == "1.3804379999999998"  # what the database holds
+    db = tmp_path / "x.db"
+    meta = {"reference_offset_v": 0.62, "start_unix_ms": 1_700_000_000_001}
+    with RunStore.create(db, meta, [(0, "cc", 1e-4, None, "lith")]) as s:
+        s.add([rec], [])
+    out = export_bdf_csv(db, tmp_path / "x.csv")
+    text = out.read_text()
+    assert "1.3804379999999998" not in text and "99999" not in text
+    row = next(csv.DictReader(text.splitlines()))
+    want = {
+        "Test Time / s": "12.345",
+        "Unix Time / s": "1700000012.346",
+        "Voltage / V": "1.380438",
+        "Current / A": "0.000123456",
+        "Step Capacity / Ah": "0.987654321",
+        "Charging Capacity / Ah": "0.987654321",
+        "Discharging Capacity / Ah": "0",
+        "Working Electrode Potential vs Li / V": "2.000438",
+    }
+    assert {k: row[k] for k in want} == want
+    pq = pytest.importorskip("pyarrow.parquet")
+    tbl = pq.read_table(export_parquet(db, tmp_path / "x.parquet"))
+    for name, cell in want.items():
+        (x,) = tbl.column(name).to_pylist()
+        assert repr(x) == cell or Decimal(repr(x)) == Decimal(cell), name
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(-(10**15), 10**15), st.sampled_from([3, 6, 9]))
+def test_decimal_strings_are_exact(n: int, decimals: int) -> None:
+    (text,) = decimal_strings(np.array([n], dtype=np.int64), decimals)
+    assert Decimal(text) == Decimal(n).scaleb(-decimals)
+    assert "e" not in text.lower() and not ("." in text and text.endswith("0"))
+    x = float(scaled(np.array([n], dtype=np.int64), decimals)[0])
+    assert float(text) == x and Decimal(repr(x)) == Decimal(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(min_value=-1e6, max_value=1e6, allow_nan=False))
+def test_computed_strings_round_to_the_stated_digits(x: float) -> None:
+    text = computed_string(x)
+    assert "e" not in text.lower()
+    assert Decimal(text) == Decimal(format(x, f".{COMPUTED_DIGITS}g"))
+    assert float(text) == round_computed(x)
+    assert computed_string(math.nan) == ""
+
+
+@pytest.mark.parametrize(
+    ("meta", "first", "source"),
+    [
+        ({"start_unix_ms": 1_718_000_000_123, "start_unix_uncertainty_ms": 4}, "1718000000.123",
+         "start_unix_ms"),
+        ({"started_at": "2024-06-10T06:13:20+00:00"}, "1718000000", "started_at"),
+    ],
+)  # fmt: skip
+def test_unix_time(tmp_path: Path, meta: dict[str, Any], first: str, source: str) -> None:
+    make_run(tmp_path / "run.db", extra_meta=meta)
+    out = export_bdf_csv(tmp_path / "run.db", tmp_path / "run.csv")
+    with out.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows[0]["Unix Time / s"] == first
+    t0 = Decimal(first)
+    for r in rows:
+        assert Decimal(r["Unix Time / s"]) == t0 + Decimal(r["Test Time / s"])
+    origin = json.loads(sidecar_path(out).read_text())["unix_time_origin"]
+    assert origin["source"].startswith(source)
+    assert origin["uncertainty_s"] == (0.004 if source == "start_unix_ms" else 1.0)
+
+
+def _one_step_run(path: Path, samples: list[SampleRecord], events: list[EventRecord]) -> None:
+    with RunStore.create(path, {}, [(0, "cc", 1e-4, None, "lith")]) as s:
+        s.add(samples, events)
+
+
+def test_energy_never_across_a_pause(tmp_path: Path) -> None:
+    """Charging Energy integrates V·I by the cross-check's rules: a relay-open stretch adds
+    nothing (the power before it is held until the relay opens, the power after it counts
+    from the moment it closes), and a pause known only from its events is not bridged."""
+    first, opened = messages.F_STEP_FIRST, messages.F_OPEN
+    p_w = 0.5 * 1e-4  # 0.5 V × 100 µA
+
+    def smp(seq: int, t: float, flags: int = 0) -> SampleRecord:
+        i, v = (0.0, 0.7) if flags & opened else (1e-4, 0.5)
+        return SampleRecord(seq, t, v, i, 1e-4 * t / 3600.0, 0, 0, 1, flags)
+
+    with_samples = tmp_path / "open.db"
+    _one_step_run(
+        with_samples,
+        [smp(0, 0, first), smp(1, 10), smp(2, 20, opened), smp(3, 500, opened), smp(4, 510),
+         smp(5, 520)],
+        [],
+    )  # fmt: skip
+    table, _ = bdf_table(with_samples)
+    energy = table["Charging Energy / Wh"]
+    assert energy[-1] == pytest.approx(4 * p_w * 10 / 3600, rel=1e-9)
+    assert energy[3] == energy[2] == pytest.approx(2 * p_w * 10 / 3600, rel=1e-9)
+    assert list(table["Discharging Energy / Wh"]) == [0.0] * 6
+
+    events_only = tmp_path / "events.db"
+    pause = EventRecord(2, 12.0, messages.EV_PAUSED, "paused", 0, 0, 0, 0, 0)
+    resume = EventRecord(3, 500.0, messages.EV_RESUMED, "resumed", 0, 0, 0, 0, 0)
+    _one_step_run(events_only, [smp(0, 0, first), smp(1, 10), smp(4, 510), smp(5, 520)],
+                  [pause, resume])  # fmt: skip
+    table, _ = bdf_table(events_only)
+    assert table["Charging Energy / Wh"][-1] == pytest.approx(2 * p_w * 10 / 3600, rel=1e-9)
+
+
+def _bdf_validate(path: Path) -> dict[str, Any]:
+    """``bdf validate --strict --json PATH`` of the BDF project's package (batterydf)."""
+    pytest.importorskip("bdf")
+    exe = Path(sys.executable).parent / "bdf"
+    if not exe.exists():
+        pytest.skip("the batterydf package's `bdf` command is not installed")
+    p = subprocess.run(
+        [str(exe), "validate", "--strict", "--json", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+    report: dict[str, Any] = json.loads(p.stdout)
+    return report
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_bdf_validator_accepts_the_export(tmp_path: Path, fmt: str) -> None:
+    """The BDF project's own validator passes both formats; only the potential vs Li is
+    flagged as a column BDF does not define."""
+    make_run(tmp_path / "run.db", extra_meta={"start_unix_ms": 1_718_000_000_123})
+    out = tmp_path / f"run.bdf.{fmt}"
+    if fmt == "csv":
+        export_bdf_csv(tmp_path / "run.db", out)
+    else:
+        pytest.importorskip("pyarrow")
+        export_parquet(tmp_path / "run.db", out)
+    report = _bdf_validate(out)
+    assert report["ok"] is True and report["missing"] == []
+    assert report["extras"] == ["Working Electrode Potential vs Li / V"]
+    assert report["n_rows"] == 30 and report["n_cols"] == len(NAMES)
+    assert report["time_stats"]["monotonic"] is True
+    assert set(NAMES) - set(report["extras"]) <= set(report["required"]) | set(report["optional"])
 
 
 # ---- end to end: the real engine runs rc-check, the store logs it, the export reads it --------

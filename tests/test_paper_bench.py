@@ -86,6 +86,19 @@ def test_rate_subset(schedules: Any) -> None:
         schedules.rate_toml("thin-porous", [3.0])
 
 
+def test_model_rate_from_the_cell_model_alone(
+    schedules: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bench's model column (no board): cells.py with cellruns.py's CV hold."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    model = _load(ROOT / "bench" / "paper_model.py")
+    text = schedules.rate_toml("thin-porous", [0.1, 10.0], rest_min=2)
+    got = model.model_rate("thin-porous", schedules.rate_cutoffs(text), rest_s=120.0)
+    assert set(got) == {0.1, 10.0}
+    slow, fast = got[0.1][0], got[10.0][0]
+    assert slow > 0 and 0 < fast < slow  # a thin film still loses capacity at 100x the rate
+
+
 # ---- the smoke run through the emulator -------------------------------------------------------
 def _emulator_missing() -> str | None:
     if shutil.which("micropython") is None:

@@ -72,10 +72,11 @@ def test_capacity_ce_figure_two_runs(cycling: RunData, tmp_path: Path) -> None:
     assert "Capacity" in ax_c.get_ylabel() and "mAh g" in ax_c.get_ylabel()
     assert ax_e.get_ylabel() == "Coulombic efficiency / %"
     assert ax_e.get_xlabel() == "Cycle number"
-    legend = ax_c.get_legend()
-    assert legend is not None
-    texts = [t.get_text() for t in legend.get_texts()]
-    assert "synthetic" in texts and "non-porous" in texts
+    (legend,) = fig.legends  # one legend of the runs, one entry each
+    assert [t.get_text() for t in legend.get_texts()] == ["synthetic", "non-porous"]
+    key = ax_c.get_legend()  # the marker key
+    assert key is not None
+    assert [t.get_text() for t in key.get_texts()] == ["delithiation", "lithiation"]
 
 
 def test_dqdv_figure_default_cycles(cycling: RunData, tmp_path: Path) -> None:
@@ -98,7 +99,8 @@ def test_rate_figure(rate_run: RunData, tmp_path: Path) -> None:
     assert legend is not None
     texts = [t.get_text() for t in legend.get_texts()]
     assert len(texts) == 5 and texts[0].startswith("0.1 mA")
-    assert "IR-compensated" in legend.get_title().get_text()
+    assert legend.get_title().get_text() == "IR-free with R = 265 Ω (150 Ω·cm², given)"
+    assert ax.get_ylabel() == "IR-free potential / V vs Li$^+$/Li"
     assert ax_r.get_xscale() == "log"
     assert "Current density" in ax_r.get_xlabel()
 

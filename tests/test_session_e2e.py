@@ -279,6 +279,136 @@ def test_existing_db_not_overwritten(tmp_path: Path, boards: list[FakeBoard]) ->
     assert db.read_bytes() == b"precious"
 
 
+# ---- Ctrl-C: the message says what is true -------------------------------------------------
+def _interrupt_on(
+    monkeypatch: pytest.MonkeyPatch, msg_type: int, *, after: bool = False
+) -> list[int]:
+    """Raise KeyboardInterrupt (as a Ctrl-C would) at the first request of ``msg_type``: before
+    it goes out, or once the board has answered it (``after``). Returns the types requested."""
+    from sicell.client import Board
+
+    seen: list[int] = []
+    real_request, real_start = Board.request, Board.start
+
+    def request(self: Board, t: int, *a: Any, **kw: Any) -> Any:
+        seen.append(t)
+        if t == msg_type and not after:
+            raise KeyboardInterrupt
+        return real_request(self, t, *a, **kw)
+
+    def start(self: Board, run_id: int) -> None:
+        seen.append(M.START)
+        if msg_type == M.START and not after:
+            raise KeyboardInterrupt
+        real_start(self, run_id)
+        if msg_type == M.START:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Board, "request", request)
+    monkeypatch.setattr(Board, "start", start)
+    return seen
+
+
+@pytest.mark.parametrize("when", ["SCHED_CHUNK", "START"])
+def test_ctrl_c_before_start_leaves_nothing(
+    tmp_path: Path, boards: list[FakeBoard], monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """Ctrl-C during the upload, or while START is about to go out: nothing runs, the new
+    database is gone, and the message does not send the user to a file that does not exist."""
+    db = tmp_path / "run.db"
+    fb = FakeBoard(n_samples=100)
+    boards.append(fb)
+    url = fb.serve_tcp()
+    seen = _interrupt_on(monkeypatch, getattr(M, when))
+    with pytest.raises(Detached) as ei:
+        RunSession.new(parse_schedule(FAKE_TOML), url, db, options=FAST).run()
+    text = str(ei.value)
+    assert "before the run started" in text and "nothing runs" in text
+    assert "keeps running" not in text and "--resume" not in text
+    assert ei.value.exit_code == 130
+    assert getattr(M, when) in seen
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no database, no journal
+    assert fb.state != M.ST_RUNNING and not any(t == M.START for t, _, _ in fb.received)
+
+
+def test_stop_requested_during_upload_does_not_start(
+    tmp_path: Path, boards: list[FakeBoard]
+) -> None:
+    """``request_stop`` (Ctrl-C with several boards) before START: the run is not started."""
+    db = tmp_path / "run.db"
+    fb = FakeBoard(n_samples=50)
+    boards.append(fb)
+    s = RunSession.new(parse_schedule(FAKE_TOML), fb.serve_tcp(), db, options=FAST)
+    s.request_stop()
+    with pytest.raises(Detached, match="before the run started"):
+        s.run()
+    assert not db.exists() and fb.state != M.ST_RUNNING
+
+
+def test_ctrl_c_after_start_keeps_the_run(
+    tmp_path: Path, boards: list[FakeBoard], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C the moment the board took START: the run goes on, the database stays, and the
+    message's --resume picks it up with every record."""
+    db = tmp_path / "run.db"
+    fb = FakeBoard(n_samples=200, record_interval=0.002)
+    boards.append(fb)
+    url = fb.serve_tcp()
+    _interrupt_on(monkeypatch, M.START, after=True)
+    with pytest.raises(Detached) as ei:
+        RunSession.new(parse_schedule(FAKE_TOML), url, db, options=FAST).run()
+    text = str(ei.value)
+    assert "keeps running" in text and f"--resume {db}" in text
+    assert db.exists() and fb.state in (M.ST_RUNNING, M.ST_DONE)
+    monkeypatch.undo()
+    summary = RunSession.resume(db, url, options=FAST).run()
+    _expect_complete(db, 200)
+    assert summary.samples == 200
+
+
+def test_ctrl_c_during_start_when_the_board_cannot_say(
+    tmp_path: Path, boards: list[FakeBoard], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C during START and no answer to the STATUS that would settle it: the database
+    stays and the message says that it is not known whether the run started."""
+    from sicell.client import Board
+    from sicell.errors import BoardTimeoutError
+
+    db = tmp_path / "run.db"
+    fb = FakeBoard(n_samples=50)
+    boards.append(fb)
+    url = fb.serve_tcp()
+    seen = _interrupt_on(monkeypatch, M.START, after=True)
+    real_status = Board.status
+
+    def status(self: Board) -> Any:
+        if M.START in seen:  # (before it: the open-circuit check)
+            raise BoardTimeoutError("no STATUS reply")
+        return real_status(self)
+
+    monkeypatch.setattr(Board, "status", status)
+    with pytest.raises(Detached) as ei:
+        RunSession.new(parse_schedule(FAKE_TOML), url, db, options=FAST).run()
+    text = str(ei.value)
+    assert "not known" in text and f"--resume {db}" in text and f"delete {db}" in text
+    assert db.exists()
+
+
+def test_start_time_is_recorded(tmp_path: Path, boards: list[FakeBoard]) -> None:
+    """The wall clock at START goes into the metadata (the export's Unix Time origin)."""
+    db = tmp_path / "run.db"
+    fb = FakeBoard(n_samples=20)
+    boards.append(fb)
+    before = time.time()
+    RunSession.new(parse_schedule(FAKE_TOML), fb.serve_tcp(), db, options=FAST).run()
+    after = time.time()
+    con = schema.connect_readonly(db)
+    meta = schema.read_meta(con)
+    con.close()
+    assert before * 1000 - 1 <= meta["start_unix_ms"] <= after * 1000 + 1
+    assert 0 <= meta["start_unix_uncertainty_ms"] <= (after - before) * 1000 + 1
+
+
 def test_store_full_stops_acking(
     tmp_path: Path, boards: list[FakeBoard], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -31,7 +31,8 @@
         ├── RunMismatchError          the board runs another run than the database records
         ├── StoreFull                 the disk filled up during a run (the board keeps data)
         ├── CalibrationError          the two-point routine could not calibrate
-        └── Detached                  the user interrupted the host; the board keeps running
+        └── Detached                  the user interrupted the host; the message says whether a
+                                      run goes on on the board
 
 The CLI (``sicell.cli``) turns a ``SicellError`` into one ``error:`` line and its
 ``exit_code``; anything else reaching it is a bug and is reported as one (exit ``EXIT_BUG``,
@@ -265,6 +266,7 @@ class CalibrationError(SessionError):
 
 
 class Detached(SessionError):
-    """The user interrupted the host; the board keeps running."""
+    """The user interrupted the host; the message says whether a run goes on on the board
+    (and how to reattach) or nothing was started."""
 
     exit_code = EXIT_INTERRUPTED

@@ -1,26 +1,26 @@
 """Export a run database to the Battery Data Format (BDF): CSV with a JSON sidecar, or Parquet.
 
-Columns (BDF names; one row per recorded sample, ordered by sequence number)::
+The columns, their meanings and number formats are ``sicell.bdftable``'s (one table, shared
+with the notebook view): test and wall-clock time, voltage, current, cycle, step count and
+index, step capacity, charging/discharging capacity and energy per half-cycle, internal
+resistance where measured, and the working-electrode potential vs Li (not a BDF column). One
+row per recorded sample, ordered by sequence number.
 
-    Test Time / s                          time since the run started
-    Voltage / V                            cell voltage (working − counter electrode)
-    Current / A                            + = lithiation of the working electrode
-    Cycle Count / 1                        the cycle (the first lithiation is cycle 1)
-    Step Count / 1                         +1 at every step execution (starts at 1)
-    Step Index / 1                         the schedule step (0-based, as compiled)
-    Charging Capacity / Ah                 lithiation capacity of the current half-cycle
-    Discharging Capacity / Ah              delithiation capacity of the current half-cycle
-    Working Electrode Potential vs Li / V  voltage + the reference offset
+Numbers: the board's integers are written exactly. CSV cells are exact decimals (1 380 438 µV →
+``1.380438``); Parquet holds float64, the double nearest to that decimal (``repr`` gives the
+decimal back) — chosen over decimal128 because every BDF reader (pandas, polars, the BDF tools)
+takes float64 as is. Energies and resistance are computed and rounded to 10 significant digits.
 
-Cycles, half-cycles and capacities are ``sicell.cyclemodel``'s (DESIGN.md §5), the rule
-every view uses: lithiation is "charging" of the Si anode; each capacity is the board's coulomb
-count, from 0 at the start of its half-cycle (a sequence of steps of one direction), held
-through the rests that follow, and 0 while the other direction runs. Samples before the first
-lithiation are cycle 0.
+Cycles, half-cycles and capacities are ``sicell.cyclemodel``'s (DESIGN.md §5), the rule every
+view uses: lithiation (positive current) is "charging" of the Si anode; each capacity is the
+board's coulomb count, from 0 at the start of its half-cycle, held through the rests that
+follow, and 0 while the other direction runs. Samples before the first lithiation are cycle 0.
 
-Metadata (the run's ``meta`` table, the conventions, the schedule's steps and the column
-descriptions) goes alongside: for CSV as ``<name>.meta.json`` next to ``<name>.csv``, for
-Parquet as key-value metadata in the file's schema (each key's value JSON-encoded).
+Metadata (the run's ``meta`` table, the conventions, the schedule's steps, the column
+descriptions, the number format and the origin of the wall-clock time) goes alongside: for CSV
+as ``<name>.meta.json`` next to ``<name>.csv``, for Parquet as key-value metadata in the file's
+schema (each key's value JSON-encoded). A file that is not a run database is refused
+(``StoreSchemaError``) before anything is written.
 """
 
 from __future__ import annotations
@@ -37,8 +37,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sicell import __version__
-from sicell.cyclemodel import CycleModel
-from sicell.rundata import RunData, load_run
+from sicell.bdftable import (
+    BDF_COLUMNS,
+    COLUMNS,
+    ENERGY_CONVENTION,
+    NUMBER_FORMAT,
+    BdfColumns,
+    bdf_columns,
+)
+from sicell.rundata import load_run
 from sicell.schedule import CONVENTIONS
 
 __all__ = [
@@ -47,66 +54,27 @@ __all__ = [
     "export_bdf_csv",
     "export_metadata",
     "export_parquet",
+    "load_columns",
     "sidecar_path",
 ]
 
-BDF_COLUMNS: dict[str, str] = {
-    "Test Time / s": "time since the run started, s",
-    "Voltage / V": "cell voltage, working minus counter electrode, V",
-    "Current / A": "current, A; positive = lithiation of the working electrode",
-    "Cycle Count / 1": "cycle number: the first lithiation starts cycle 1, each lithiation "
-    "half-cycle the next (0 before the first lithiation)",
-    "Step Count / 1": "sequential step-execution counter, +1 at every step start (1-based)",
-    "Step Index / 1": "schedule step index (0-based, as compiled for the board)",
-    "Charging Capacity / Ah": "lithiation ('charging' of the Si anode) capacity of the current "
-    "half-cycle (the board's coulomb count), Ah; resets at each half-cycle start",
-    "Discharging Capacity / Ah": "delithiation capacity of the current half-cycle (the board's "
-    "coulomb count), Ah; resets at each half-cycle start",
-    "Working Electrode Potential vs Li / V": "working electrode potential vs Li+/Li = voltage + "
-    "reference_offset_v, V",
-}
-"""The exported columns, in order, with their meaning."""
 
-_INT_COLUMNS = ("Cycle Count / 1", "Step Count / 1", "Step Index / 1")
-
-
-def _half_cycle_columns(
-    run: RunData,
-) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
-    """(step count, cycle, charging capacity, discharging capacity) per sample, from the
-    cycle model."""
-    model = CycleModel(run.step_table()).feed(
-        run.step.tolist(), run.cycle.tolist(), run.flags.tolist(), run.charge_ah.tolist()
-    )
-    runs = model.runs
-    counts = np.array([r.last - r.first + 1 for r in runs], dtype=np.int64)
-    step_count = np.repeat(np.arange(1, len(runs) + 1, dtype=np.int64), counts)
-    cycle = np.repeat(np.array([r.cycle for r in runs], dtype=np.int64), counts)
-    direction = np.repeat(np.array([r.hold_direction for r in runs], dtype=np.int64), counts)
-    cap = np.asarray(model.capacities(run.charge_ah.tolist()), dtype=np.float64)
-    chg = np.where(direction > 0, cap, 0.0)
-    dis = np.where(direction < 0, cap, 0.0)
-    return step_count, cycle, chg, dis
+def load_columns(db_path: str | os.PathLike[str]) -> tuple[BdfColumns, dict[str, Any]]:
+    """A run database's BDF columns and the export metadata."""
+    p = Path(db_path)
+    cols = bdf_columns(load_run(p))
+    run = cols.run
+    steps = [dataclasses.asdict(s) for s in run.steps.values()]
+    meta = export_metadata(p, run.meta, steps, len(cols))
+    meta["unix_time_origin"] = cols.unix_time_origin
+    return cols, meta
 
 
 def bdf_table(db_path: str | os.PathLike[str]) -> tuple[dict[str, NDArray[Any]], dict[str, Any]]:
-    """The BDF columns (``BDF_COLUMNS`` order) as numpy arrays, and the export metadata."""
-    p = Path(db_path)
-    run = load_run(p)
-    step_count, cycle, chg, dis = _half_cycle_columns(run)
-    table: dict[str, NDArray[Any]] = {
-        "Test Time / s": run.t_s,
-        "Voltage / V": run.voltage_v,
-        "Current / A": run.current_a,
-        "Cycle Count / 1": cycle,
-        "Step Count / 1": step_count,
-        "Step Index / 1": run.step,
-        "Charging Capacity / Ah": chg,
-        "Discharging Capacity / Ah": dis,
-        "Working Electrode Potential vs Li / V": run.we_v,
-    }
-    steps = [dataclasses.asdict(s) for s in run.steps.values()]
-    return table, export_metadata(p, run.meta, steps, len(step_count))
+    """The BDF columns (``BDF_COLUMNS`` order) as numpy arrays — int64 counts, float64 values
+    (the doubles nearest to the exact decimals; NaN where unknown) — and the export metadata."""
+    cols, meta = load_columns(db_path)
+    return {c.name: cols.values(c.name) for c in COLUMNS}, meta
 
 
 def export_metadata(
@@ -118,6 +86,8 @@ def export_metadata(
     out.setdefault("conventions", dict(CONVENTIONS))
     out["format"] = "Battery Data Format (BDF)"
     out["bdf_columns"] = dict(BDF_COLUMNS)
+    out["number_format"] = dict(NUMBER_FORMAT)
+    out["energy_convention"] = ENERGY_CONVENTION
     out["steps"] = steps
     out["rows"] = n_rows
     out["source_db"] = str(db_path)
@@ -132,34 +102,34 @@ def sidecar_path(out_path: str | os.PathLike[str]) -> Path:
     return p.with_name(p.stem + ".meta.json") if p.suffix else p.with_name(p.name + ".meta.json")
 
 
-def _fmt(x: Any) -> str:
-    return repr(float(x))
-
-
 def export_bdf_csv(db_path: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> Path:
-    """Write the run as BDF CSV (header row of BDF names, one row per sample) and its metadata
-    as ``<name>.meta.json`` next to it. Returns the CSV path."""
+    """Write the run as BDF CSV (header row of BDF names, one row per sample, exact decimals)
+    and its metadata as ``<name>.meta.json`` next to it. Returns the CSV path."""
     out = Path(out_path)
-    table, meta = bdf_table(db_path)
+    cols, meta = load_columns(db_path)
     meta["data_file"] = out.name
-    names = list(table)
-    n = len(table["Test Time / s"])
+    names = [c.name for c in COLUMNS]
+    columns = [cols.strings(name) for name in names]
     tmp = out.with_name(out.name + ".part")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(names)
-        columns = [
-            [str(int(v)) for v in table[c]] if c in _INT_COLUMNS else [_fmt(v) for v in table[c]]
-            for c in names
-        ]
-        for i in range(n):
-            w.writerow([col[i] for col in columns])
     side = sidecar_path(out)
     side_tmp = side.with_name(side.name + ".part")
-    side_tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False, default=str) + "\n")
-    os.replace(tmp, out)
-    os.replace(side_tmp, side)
+    try:
+        with tmp.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh, lineterminator="\n")
+            w.writerow(names)
+            w.writerows(zip(*columns, strict=True))
+        side_tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False, default=str) + "\n")
+        os.replace(tmp, out)
+        os.replace(side_tmp, side)
+    finally:
+        _discard(tmp, side_tmp)
     return out
+
+
+def _discard(*parts: Path) -> None:
+    """Remove temporary files a failed write left (after a success they are gone already)."""
+    for p in parts:
+        p.unlink(missing_ok=True)
 
 
 def export_parquet(db_path: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> Path:
@@ -170,18 +140,24 @@ def export_parquet(db_path: str | os.PathLike[str], out_path: str | os.PathLike[
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError as e:  # pragma: no cover - pyarrow is a test dependency
-        raise RuntimeError(
+        raise ImportError(
             "Parquet export needs pyarrow: pip install 'sicell[parquet]' (or use the CSV export)"
         ) from e
     out = Path(out_path)
-    table, meta = bdf_table(db_path)
+    cols, meta = load_columns(db_path)
     meta["data_file"] = out.name
     arrays = []
     fields = []
-    for name, col in table.items():
-        typ = pa.int64() if name in _INT_COLUMNS else pa.float64()
-        arrays.append(pa.array(col, type=typ))
-        fields.append(pa.field(name, typ, nullable=False))
+    for spec in COLUMNS:
+        col = cols.values(spec.name)
+        if spec.kind == "int":
+            typ = pa.int64()
+            arr = pa.array(col, type=typ)
+        else:
+            typ = pa.float64()
+            arr = pa.array(col, type=typ, mask=np.isnan(col))
+        arrays.append(arr)
+        fields.append(pa.field(spec.name, typ, nullable=spec.kind != "int"))
     kv = {
         str(k).encode(): json.dumps(v, ensure_ascii=False, default=str).encode()
         for k, v in meta.items()
@@ -189,6 +165,9 @@ def export_parquet(db_path: str | os.PathLike[str], out_path: str | os.PathLike[
     schema = pa.schema(fields, metadata=kv)
     tbl = pa.Table.from_arrays(arrays, schema=schema)
     tmp = out.with_name(out.name + ".part")
-    pq.write_table(tbl, tmp)
-    os.replace(tmp, out)
+    try:
+        pq.write_table(tbl, tmp)
+        os.replace(tmp, out)
+    finally:
+        _discard(tmp)
     return out

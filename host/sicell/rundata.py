@@ -7,6 +7,7 @@ normalisation accessors convert the metadata to the units analysis needs (g, cmÂ
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -276,29 +277,15 @@ _SAMPLE_DTYPE = np.dtype(
 
 
 def load_run(path: str | Path) -> RunData:
-    """Read a run database into a ``RunData`` (samples ordered by ``seq``)."""
+    """Read a run database into a ``RunData`` (samples ordered by ``seq``). A file that is not
+    a sicell run database (``schema.check_run_db``), or that turns out damaged while it is read,
+    raises ``StoreSchemaError`` naming the file and the reason."""
     p = Path(path)
-    con = schema.connect_readonly(p)
+    con = schema.open_run_db(p)
     try:
-        meta = schema.read_meta(con)
-        cur = con.execute(
-            "SELECT seq, t_s, voltage_v, we_v, current_a, charge_ah, step, cycle, range, flags "
-            "FROM samples ORDER BY seq"
-        )
-        rec = np.fromiter(cur, dtype=_SAMPLE_DTYPE)
-        events = read_events(con)
-        steps = {
-            int(i): StepDef(
-                int(i),
-                str(k),
-                None if ia is None else float(ia),
-                None if vv is None else float(vv),
-                None if lb is None else str(lb),
-            )
-            for i, k, ia, vv, lb in con.execute(
-                "SELECT idx, kind, current_a, voltage_v, label FROM steps ORDER BY idx"
-            )
-        }
+        meta, rec, events, steps = _read(con)
+    except sqlite3.DatabaseError as e:
+        raise schema.not_a_run_db(p, f"damaged: {e}") from e
     finally:
         con.close()
     return RunData(
@@ -318,6 +305,32 @@ def load_run(path: str | Path) -> RunData:
         path=p,
         record_dt_s=_record_intervals(meta),
     )
+
+
+def _read(
+    con: sqlite3.Connection,
+) -> tuple[dict[str, Any], NDArray[np.void], list[EventRecord], dict[int, StepDef]]:
+    """(meta, samples as a record array, events, steps) of a checked run database."""
+    meta = schema.read_meta(con)
+    cur = con.execute(
+        "SELECT seq, t_s, voltage_v, we_v, current_a, charge_ah, step, cycle, range, flags "
+        "FROM samples ORDER BY seq"
+    )
+    rec = np.fromiter(cur, dtype=_SAMPLE_DTYPE)
+    events = read_events(con)
+    steps = {
+        int(i): StepDef(
+            int(i),
+            str(k),
+            None if ia is None else float(ia),
+            None if vv is None else float(vv),
+            None if lb is None else str(lb),
+        )
+        for i, k, ia, vv, lb in con.execute(
+            "SELECT idx, kind, current_a, voltage_v, label FROM steps ORDER BY idx"
+        )
+    }
+    return meta, rec, events, steps
 
 
 def _record_intervals(meta: Mapping[str, Any]) -> dict[int, float]:

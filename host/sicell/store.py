@@ -175,26 +175,15 @@ class RunStore:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> RunStore:
-        """Reopen an existing run database to resume logging."""
+        """Reopen an existing run database to resume logging. The file is checked read-only
+        first (``schema.check_run_db``): a file that is not a sicell run database of this
+        schema version raises ``StoreSchemaError`` and is never written to."""
         p = Path(path)
         if not p.exists():
             raise FileNotFoundError(errno.ENOENT, "no run database here", str(p))
+        schema.check_run_db_file(p, for_writing=True)
         con = cls._connect(p)
         try:
-            tables = {
-                r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")
-            }
-            missing = {"meta", "samples", "events", "steps"} - tables
-            if missing:
-                raise StoreSchemaError(
-                    f"{p}: not a sicell run database (missing tables {sorted(missing)})"
-                )
-            row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            ver = schema.decode_meta(row[0]) if row else None
-            if ver != schema.SCHEMA_VERSION:
-                raise StoreSchemaError(
-                    f"{p}: schema version {ver!r}, this sicell writes {schema.SCHEMA_VERSION}"
-                )
             con.executescript(EVENT_REASONS_DDL)
         except BaseException:
             con.close()
@@ -457,7 +446,7 @@ def _extent(con: sqlite3.Connection) -> StoredExtent:
 
 def read_extent(path: str | os.PathLike[str]) -> StoredExtent:
     """:meth:`RunStore.extent` of a run database, read-only (safe while a client logs)."""
-    con = schema.connect_readonly(Path(path))
+    con = schema.open_run_db(Path(path))
     try:
         return _extent(con)
     finally:

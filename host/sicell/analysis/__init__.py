@@ -14,7 +14,8 @@ Energies are ∫ V dQ over the board's count with V the working-electrode potent
 (``we``) or the cell voltage (``cell``), so a mean voltage is energy / capacity.
 
 Modules by job: ``halfcycles`` (the cycle model's half-cycles with their samples),
-``crosscheck`` (the samples' integral), ``resistance`` (current interrupt, IR compensation),
+``crosscheck`` (the samples' integral), ``resistance`` (current interrupt, the resistance an
+IR-free curve uses, IR compensation and its plausibility),
 ``cycles`` (the cycle table), ``smoothing``, ``differential`` (dQ/dV curves), ``peaks`` (dQ/dV
 peaks and drift), ``rate`` (rate capability). This package re-exports their public names:
 ``from sicell.analysis import X``.
@@ -36,7 +37,15 @@ from .crosscheck import Discrepancy, SkippedStretch
 from .cycles import SUMMARY_COLUMNS, CycleRow, CycleTable, cycle_table
 from .differential import DqdvCurve, default_dqdv_cycles, dqdv, dqdv_curves
 from .halfcycles import HalfCycle, half_cycles
-from .peaks import PeakDrift, PeakRow, find_peaks, main_peak, peak_drift, peak_table
+from .peaks import (
+    PeakDrift,
+    PeakRow,
+    find_peaks,
+    main_peak,
+    peak_drift,
+    peak_rows,
+    peak_table,
+)
 from .rate import (
     RateCurve,
     RateGroup,
@@ -46,7 +55,17 @@ from .rate import (
     rate_curves,
     rate_points,
 )
-from .resistance import ResistancePoint, current_interrupt, ir_compensate, measured_resistance
+from .resistance import (
+    IrChoice,
+    ResistancePoint,
+    current_interrupt,
+    has_reference,
+    ir_choices,
+    ir_compensate,
+    ir_free_problems,
+    measured_resistance,
+    schedule_resistance,
+)
 from .smoothing import level_filter, moving_average, savgol_coefficients, savgol_smooth
 
 __all__ = [
@@ -61,6 +80,7 @@ __all__ = [
     "DqdvCurve",
     "HalfCycle",
     "IndexArray",
+    "IrChoice",
     "Kind",
     "Normalize",
     "PeakDrift",
@@ -78,17 +98,22 @@ __all__ = [
     "dqdv_curves",
     "find_peaks",
     "half_cycles",
+    "has_reference",
+    "ir_choices",
     "ir_compensate",
+    "ir_free_problems",
     "is_rate_test",
     "level_filter",
     "main_peak",
     "measured_resistance",
     "moving_average",
     "peak_drift",
+    "peak_rows",
     "peak_table",
     "rate_capability",
     "rate_curves",
     "rate_points",
     "savgol_coefficients",
     "savgol_smooth",
+    "schedule_resistance",
 ]

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..rundata import FloatArray, RunData
 from .common import DELITH, LITH, IndexArray, Kind
-from .differential import DqdvCurve, dqdv
+from .differential import DqdvCurve, dqdv_curves
 from .halfcycles import half_cycles
 
 
@@ -125,13 +125,15 @@ def main_peak(curve: DqdvCurve, *, fit_level: float = 0.5) -> tuple[float, float
 
 @dataclass(frozen=True)
 class PeakRow:
-    """Main dQ/dV peaks of one cycle (potentials vs Li+/Li in V, heights in the curve unit)."""
+    """Main dQ/dV peaks of one cycle: potentials in V (of the curves' potential, vs Li+/Li for
+    the working electrode), heights in ``unit`` (the curves' dQ/dV unit, e.g. mAh g⁻¹ V⁻¹)."""
 
     cycle: int
     lith_v: float | None
     lith_height: float | None
     delith_v: float | None
     delith_height: float | None
+    unit: str = ""
 
     @property
     def separation_mv(self) -> float | None:
@@ -166,24 +168,38 @@ def peak_table(
     **kwargs: Any,
 ) -> list[PeakRow]:
     """Lithiation and delithiation dQ/dV peaks for each present cycle (``dqdv`` keyword
-    arguments pass through; default light Savitzky–Golay smoothing).
+    arguments pass through; default light Savitzky–Golay smoothing): ``peak_rows`` of
+    ``dqdv_curves``."""
+    kwargs.setdefault("smooth", "savgol")
+    hcs = kwargs.pop("hcs", None) or half_cycles(run)
+    present = {h.cycle for h in hcs}
+    wanted = list(dict.fromkeys(c for c in cycles if c in present))
+    curves = dqdv_curves(run, wanted, hcs=hcs, **kwargs)
+    return peak_rows(curves, track=track, max_jump_v=max_jump_v)
+
+
+def peak_rows(
+    curves: Iterable[DqdvCurve], *, track: bool = True, max_jump_v: float = 0.06
+) -> list[PeakRow]:
+    """The peak table of dQ/dV curves: one row per cycle, in the order the cycles first
+    appear. Plots mark exactly these points, so the table and the figure show one thing.
 
     The first cycle's peaks are its largest ones. With ``track`` (default), each later cycle
     reports the peak nearest to the previous cycle's, so the drift follows one peak even when
     two of similar height swap rank as the film ages (a-Si has two of each); when none lies
     within ``max_jump_v`` of it (the peak moved past the cut-off) that peak is None for the
-    cycle. Without ``track`` every cycle reports its largest peak."""
-    kwargs.setdefault("smooth", "savgol")
-    hcs = kwargs.pop("hcs", None) or half_cycles(run)
-    present = {h.cycle for h in hcs}
+    cycle. Without ``track`` every cycle reports its largest peak. A peak's (V, height) is the
+    fitted top (``find_peaks``), which may sit a little off the plotted points."""
+    by_cycle: dict[int, dict[Kind, DqdvCurve]] = {}
+    for curve in curves:
+        by_cycle.setdefault(curve.cycle, {})[curve.kind] = curve
     rows: list[PeakRow] = []
     prev: dict[Kind, float | None] = {LITH: None, DELITH: None}
-    for c in cycles:
-        if c not in present:
-            continue
+    for c, kinds in by_cycle.items():
         found: dict[Kind, tuple[float, float] | None] = {}
         for kind in (LITH, DELITH):
-            pks = find_peaks(dqdv(run, c, kind, hcs=hcs, **kwargs))
+            cv = kinds.get(kind)
+            pks = find_peaks(cv) if cv is not None else []
             p0 = prev[kind]
             if not pks:
                 found[kind] = None
@@ -203,6 +219,7 @@ def peak_table(
                 lith_height=None if lp is None else lp[1],
                 delith_v=None if dp is None else dp[0],
                 delith_height=None if dp is None else dp[1],
+                unit=next(iter(kinds.values())).unit,
             )
         )
     return rows

@@ -1,4 +1,4 @@
-"""Rate capability: delithiation capacity against current, and IR-compensated curves."""
+"""Rate capability: delithiation capacity against current, and IR-free curves."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 
 from ..rundata import FloatArray, RunData
 from .common import DELITH, Potential, per_unit
-from .halfcycles import HalfCycle, half_cycles, select_half_cycles
-from .resistance import ir_compensate, measured_resistance
+from .halfcycles import HalfCycle, half_cycle_of_sample, half_cycles, select_half_cycles
+from .resistance import IrChoice, check_ir_free, has_reference, ir_choices, ir_compensate
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,11 @@ def is_rate_test(run: RunData, *, hcs: Sequence[HalfCycle] | None = None) -> boo
 
 @dataclass(frozen=True)
 class RateCurve:
-    """A delithiation curve of a rate test: capacity and IR-compensated potential."""
+    """A delithiation curve of a rate test: capacity, IR-free and measured potential.
+
+    ``ir`` is the resistance used and where it comes from (``resistance.ir_choices``);
+    ``problems`` say why the IR-free curve is physically impossible (empty: it is not;
+    ``resistance.ir_free_problems``) — such a curve over-compensates and is not a result."""
 
     cycle: int
     current_a: float
@@ -118,6 +122,13 @@ class RateCurve:
     potential_v: FloatArray
     potential_raw_v: FloatArray
     r_ohm: float
+    ir: IrChoice
+    problems: tuple[str, ...] = ()
+    vs_li: bool = True
+
+    @property
+    def impossible(self) -> bool:
+        return bool(self.problems)
 
 
 def rate_curves(
@@ -129,10 +140,14 @@ def rate_curves(
     rel_tol: float = 0.1,
     hcs: Sequence[HalfCycle] | None = None,
 ) -> list[RateCurve]:
-    """One IR-compensated delithiation curve per current (the first cycle at that current).
+    """One IR-free delithiation curve per current (the first cycle at that current).
 
-    The resistance is ``r_ohm``, else ``r_area_ohm_cm2`` / area (the paper subtracts the
-    electrolyte layer's ~150 Ω·cm²), else the run's median current-interrupt resistance, else 0.
+    Each curve's resistance follows ``resistance.ir_choices``: ``r_ohm`` (or ``r_area_ohm_cm2``
+    / area; the paper subtracts the electrolyte layer's ~150 Ω·cm²) when given, else the
+    current interrupt measured at that delithiation's own start, else the schedule's series
+    resistance, else none. A curve that comes out physically impossible carries ``problems``.
+    ``potential`` "we" is the working electrode's (vs Li+/Li when the run has a reference
+    electrode), "cell" the cell voltage.
     """
     if hcs is None:
         hcs = half_cycles(run)
@@ -141,9 +156,10 @@ def rate_curves(
         if area is None:
             raise ValueError("area unknown: give r_ohm instead of r_area_ohm_cm2")
         r_ohm = r_area_ohm_cm2 / area
-    if r_ohm is None:
-        r_ohm = measured_resistance(run, hcs=hcs) or 0.0
+    choice = ir_choices(run, hcs, r_ohm=r_ohm)
     col = run.we_v if potential == "we" else run.voltage_v
+    vs_li = potential == "we" and has_reference(run)
+    owner = half_cycle_of_sample(run, hcs)
     groups = rate_capability(run, rel_tol=rel_tol, hcs=hcs)
     out = []
     for g in groups:
@@ -152,16 +168,22 @@ def rate_curves(
         if not sel:
             continue
         h = sel[0]
+        ir = choice[h.number]
         raw = col[h.idx]
+        free = ir_compensate(raw, run.current_a[h.idx], ir.r_ohm)
+        problems = check_ir_free(run, h, free, col, vs_li=vs_li, owner=owner)
         out.append(
             RateCurve(
                 cycle=c,
                 current_a=g.current_a,
                 current_density_ma_cm2=g.current_density_ma_cm2,
                 capacity_mah=1e3 * h.q_ah,
-                potential_v=ir_compensate(raw, run.current_a[h.idx], r_ohm),
+                potential_v=free,
                 potential_raw_v=raw.copy(),
-                r_ohm=r_ohm,
+                r_ohm=ir.r_ohm,
+                ir=ir,
+                problems=tuple(problems),
+                vs_li=vs_li,
             )
         )
     return out

@@ -13,6 +13,7 @@ from sicell.cli.common import console, explain, say
 from sicell.errors import EXIT_OK, UsageError, worst_exit
 from sicell.progress import Display, NullDisplay, make_display
 from sicell.schedule import Schedule, ScheduleValidationError, load_schedule
+from sicell.schema import check_run_db_file
 from sicell.session import RunSession, RunSummary, run_many
 from sicell.transport import detect_port
 
@@ -76,7 +77,8 @@ def run(
     The board runs the schedule on its own; this command streams its records into SQLite
     (committed before they are acknowledged) and shows progress. Stop watching with Ctrl-C at
     any time: the board keeps running, and `sicell run --resume RUN.db --port PORT` picks up
-    where the database ends.
+    where the database ends. A Ctrl-C before the run started (during the upload) cancels it:
+    nothing runs and no database is left.
 
     Exits with the run's outcome: 0 complete, 3 safety trip, 4 stopped by a user, 5
     interrupted by a board reset (README lists every code); with several boards, the most
@@ -89,6 +91,8 @@ def run(
         raise UsageError("missing SCHEDULE (a .toml file), or --resume RUN.db to reattach")
     if names and len(names) != max(1, len(ports)):
         raise UsageError("give one --board-name per --port")
+    if resume_db is not None:
+        check_run_db_file(resume_db, for_writing=True)  # before looking for a board
     port_list = list(ports) or [detect_port()]
     if len(port_list) > 1 and (db is not None or resume_db is not None):
         raise UsageError(

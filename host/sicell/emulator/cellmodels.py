@@ -16,6 +16,17 @@ _MODULE_NAME = "_sicell_emu_cells"
 _NO_FILM_PARAMS = ("rc", "resistor")  # circuit models: their overrides are checked on the board
 _lock = threading.Lock()
 _module: ModuleType | None = None
+_runs: ModuleType | None = None
+
+
+def _load(filename: str, name: str) -> ModuleType:
+    path = mp_dir() / filename
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None or not path.is_file():
+        raise EmulatorError(f"cannot load the emulator's cell models from {path}")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def cells_module() -> ModuleType:
@@ -23,14 +34,18 @@ def cells_module() -> ModuleType:
     global _module
     with _lock:
         if _module is None:
-            path = mp_dir() / "cells.py"
-            spec = importlib.util.spec_from_file_location(_MODULE_NAME, path)
-            if spec is None or spec.loader is None or not path.is_file():
-                raise EmulatorError(f"cannot load the emulator's cell models from {path}")
-            mod = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(mod)
-            _module = mod
+            _module = _load("cells.py", _MODULE_NAME)
         return _module
+
+
+def runs_module() -> ModuleType:
+    """``emulator/mp/cellruns.py`` (model-only scenarios on a cell: CC to a cutoff, CV to an
+    end current, cycling, the rate test) loaded into CPython (once)."""
+    global _runs
+    with _lock:
+        if _runs is None:
+            _runs = _load("cellruns.py", _MODULE_NAME + "_runs")
+        return _runs
 
 
 def cell_names() -> tuple[str, ...]:

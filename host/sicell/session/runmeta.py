@@ -78,6 +78,15 @@ def new_run_meta(
     return meta
 
 
+def start_time_meta(before_s: float, after_s: float) -> dict[str, int]:
+    """The wall-clock time of test time 0 from the host clock read just before sending START
+    and just after its reply (``time.time()``): the midpoint, ± half the round trip, in ms."""
+    return {
+        "start_unix_ms": round((before_s + after_s) * 500.0),
+        "start_unix_uncertainty_ms": math.ceil(max(after_s - before_s, 0.0) * 500.0),
+    }
+
+
 StepRow = tuple[int, str, float | None, float | None, Any]
 
 

@@ -104,6 +104,10 @@ class RunSession:
         self._meta_ranges: tuple[list[tuple[int, int]], list[tuple[int, int]]] = ([], [])
         self._last_display = 0.0
         self._stop_requested = threading.Event()
+        # whether the board took this session's START: False before, True after, None when a
+        # Ctrl-C cut START short and the board could not say (a resume: its run started before)
+        self._started: bool | None = resume
+        self._db_ours = False  # the file at db_path was created by this session
 
     # -- constructors ------------------------------------------------------------------------
     @classmethod
@@ -146,15 +150,52 @@ class RunSession:
                 self._start_new()
             self._stream()
         except KeyboardInterrupt:
-            self._detach_quietly()
-            raise Detached(
-                f"detached from run {self.run_id:08x} on {self.port}; the board keeps running "
-                f"and holds unstored records; reattach with "
-                f"`sicell run --resume {self.db_path} --port {self.port}`"
-            ) from None
+            raise self._interrupted() from None
         finally:
             self._close()
         return self.summary()
+
+    def _interrupted(self) -> Detached:
+        """What a Ctrl-C (or ``request_stop``) leaves, in words: before START nothing runs
+        and the new database goes again; after it the board keeps running."""
+        resume = f"`sicell run --resume {self.db_path} --port {self.port}`"
+        if self._started is False:
+            self._discard_new_db()
+            return Detached(
+                f"interrupted before the run started: nothing runs on {self.port} and no run "
+                f"database was left behind ({self.db_path} does not exist)"
+            )
+        self._detach_quietly()
+        if self._started is None:
+            return Detached(
+                f"interrupted while starting run {self.run_id:08x} on {self.port}; whether the "
+                f"board started it is not known (`sicell status --port {self.port}` tells): "
+                f"if it runs, reattach with {resume}, otherwise delete {self.db_path}"
+            )
+        return Detached(
+            f"detached from run {self.run_id:08x} on {self.port}; the board keeps running "
+            f"and holds unstored records; reattach with {resume}"
+        )
+
+    def _discard_new_db(self) -> None:
+        """Close and delete the database of a run that never started (only one this session
+        created: a file that was there before is never touched)."""
+        if self.store is not None:
+            with contextlib.suppress(sqlite3.Error):  # it goes away anyway
+                self.store.close()
+            self.store = None
+        if self._db_ours:
+            runmeta.remove_db(self.db_path)
+            self._db_ours = False
+
+    def _took_start(self, board: Board) -> bool | None:
+        """After a Ctrl-C during START: does the board run this session's run? None when it
+        cannot tell (the link failed, or a second Ctrl-C)."""
+        try:
+            st = board.status()
+        except (TransportError, KeyboardInterrupt):
+            return None
+        return bool(st.run_id == self.run_id)  # (a fresh random id: only START sets it)
 
     def _close(self) -> None:
         if self.board is not None:
@@ -201,6 +242,7 @@ class RunSession:
         info = board.info
         assert info is not None
         self.info = info
+        self._say_cell_history(board)
         if info.has_run:
             raise BoardBusyError(
                 f"{self.port} is {info.state_name} with run {info.run_id:08x}; stop it with "
@@ -227,23 +269,42 @@ class RunSession:
             extra=self.extra_meta,
         )
         self._load_schedule_facts(sch, meta)
+        if self._stop_requested.is_set():  # asked to stop while uploading: do not start
+            raise KeyboardInterrupt
         factory = self._store_factory or store_mod.RunStore.create
-        self.store = factory(self.db_path, meta, sch.step_rows())
+        self._db_ours = True  # (create refuses an existing file)
+        self.store = store = factory(self.db_path, meta, sch.step_rows())
+        before = time.time()
         try:
             board.start(self.run_id)
+        except KeyboardInterrupt:
+            self._started = self._took_start(board)
+            raise
         except BaseException:
             # not started: the database of a run that never ran goes again
-            with contextlib.suppress(sqlite3.Error):
-                self.store.close()
-            self.store = None
-            runmeta.remove_db(self.db_path)
+            self._discard_new_db()
             raise
+        after = time.time()
+        self._started = True
+        with contextlib.suppress(*_META_ERRORS):  # Unix Time falls back to started_at
+            for key, value in runmeta.start_time_meta(before, after).items():
+                store.set_meta(key, value)
         self.book.board_is(M.ST_RUNNING)
         self.display.note(
             self.name,
             f"run {self.run_id:08x} started on {self.port} (board {info.board_id}, firmware "
             f"{info.fw_version_str}); logging to {self.db_path}",
         )
+
+    def _say_cell_history(self, board: Board) -> None:
+        """An emulated cell that was cycled before says so first (its numbers depend on it)."""
+        emu_info = getattr(board.link.ser, "emulator_info", None)
+        if emu_info:
+            from sicell.urlhandler.protocol_emu import history_note
+
+            note = history_note(emu_info)
+            if note is not None:
+                self.display.note(self.name, note)
 
     def _load_schedule_facts(self, sch: Any, meta: Mapping[str, Any]) -> None:
         self.live.offset_v, rows, self.live.estimate_s = runmeta.schedule_facts(sch, meta)
