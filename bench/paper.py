@@ -2,6 +2,13 @@
 
 Run: python bench/paper.py [--films thin-porous,thin-dense,thick-porous,thick-dense]
                            [--cycles 100] [--rate] [--jobs 2] [--out DIR] [--keep]
+     python bench/paper.py --all [--out DIR]     the paper's whole study in one command
+
+``--all``: the 100-cycle protocol on all four films and the rate test on both porous films
+(the paper's study), as many boards at once as there are cores; before it starts it prints a
+wall-time estimate (the schedules' simulated time at EST_SIM_PER_WALL simulated s per wall s
+and board, longest runs first on the boards), each run is reported as it ends, and the final
+tables stand beside the paper's figures.
 
 For each film a schedule is written from the examples (``host/sicell/examples/paper-cycling.toml``
 and ``paper-rate.toml``, both written for the thin porous film) with that film's mass loading,
@@ -73,18 +80,27 @@ class Args:
     seed: int
     model: bool
     report: bool
+    rate_films: list[str] | None = None  # the films that get the rate test (None: all)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Args:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    ap.add_argument(
+        "--all",
+        action="store_true",
+        help="the paper's whole study: 100 cycles on all four films, the rate test on the "
+        "porous films, one board per core",
+    )
     ap.add_argument("--films", default=",".join(T.FILMS), help="comma-separated film names")
     ap.add_argument(
         "--cycles", type=int, default=T.CYCLING.cycles, help="cycling: cycles (0 = no cycling)"
     )
     ap.add_argument("--rate", action="store_true", help="also run the rate test")
-    ap.add_argument("--jobs", type=int, default=2, help="boards at once (default 2)")
+    ap.add_argument(
+        "--jobs", type=int, default=0, help="boards at once (default 2; --all: one per core)"
+    )
     ap.add_argument("--out", type=Path, help="keep the databases here and write a report")
     ap.add_argument("--keep", action="store_true", help="keep the databases (without --out)")
     ap.add_argument("--rest-min", type=float, help="rest length in minutes (paper: 60)")
@@ -102,6 +118,14 @@ def parse_args(argv: Sequence[str] | None = None) -> Args:
         help="print the tables for databases of earlier runs of this bench (no emulator)",
     )
     a = ap.parse_args(argv)
+    rate_films = None
+    if a.all:
+        a.films = ",".join(T.FILMS)
+        a.cycles = T.CYCLING.cycles
+        a.rate = True
+        rate_films = [f for f in T.FILMS if "porous" in f]
+    if not a.jobs:
+        a.jobs = (os.cpu_count() or 2) if a.all else 2
     films = [f.strip() for f in a.films.split(",") if f.strip()]
     for f in films:
         if f not in T.FILMS:
@@ -128,6 +152,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Args:
         seed=a.seed,
         model=not a.no_model,
         report=not a.no_report,
+        rate_films=rate_films,
     )
 
 
@@ -137,7 +162,7 @@ def make_jobs(a: Args, dbdir: Path, stamp: str) -> list[Job]:
         specs: list[tuple[str, str]] = []
         if a.cycles > 0:
             specs.append(("cycling", cycling_toml(film, a.cycles, a.rest_min)))
-        if a.rate:
+        if a.rate and (a.rate_films is None or film in a.rate_films):
             specs.append(("rate", rate_toml(film, a.rates, a.rest_min)))
         for proto, text in specs:
             sch = parse_schedule(text, f"<{film} {proto}>")
@@ -193,6 +218,25 @@ def _sigterm(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt  # the same clean-up as Ctrl-C: stop the sessions, reap the boards
 
 
+EST_SIM_PER_WALL = 8000.0  # simulated s per wall s of one board (bench/bench_emulator.py)
+
+
+def wall_estimate(jobs: Sequence[Job], n_boards: int) -> str:
+    """The expected wall time: longest runs first, each on the board free soonest, at
+    EST_SIM_PER_WALL per board (boards beyond the cores share them)."""
+    cores = os.cpu_count() or 1
+    rate = EST_SIM_PER_WALL * min(1.0, cores / max(1, n_boards))
+    free = [0.0] * max(1, n_boards)
+    for j in sorted(jobs, key=lambda j: -j.estimate_s):
+        k = free.index(min(free))
+        free[k] += j.estimate_s / rate
+    lines = [f"  {j.tag}: {j.estimate_s / 3600:,.0f} simulated h" for j in jobs]
+    return (
+        f"estimated wall time ~{max(free) / 60:,.0f} min ({n_boards} boards on {cores} cores, "
+        f"~{EST_SIM_PER_WALL:,.0f} simulated s per wall s and board):\n" + "\n".join(lines)
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     a = parse_args(argv)
     if a.analyse:
@@ -220,6 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{sum(j.estimate_s for j in jobs) / 3600:,.0f} simulated h by the schedules' "
             f"estimates; databases in {dbdir}"
         )
+        err(wall_estimate(jobs, a.jobs))
         model_c: dict[str, Metrics] = {}
         model_r: dict[str, RateModel] = {}
         model_thread: threading.Thread | None = None

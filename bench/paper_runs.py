@@ -161,7 +161,11 @@ def run_all(jobs: Sequence[Job], n_jobs: int, seed: int, rdir: Path) -> list[Job
                 r = f.result()
                 results[r.job.tag] = r
                 status = r.error or (r.summary.state if r.summary else "?")
-                err(f"[{r.job.tag}] finished in {r.wall_s:.0f} s wall: {status}")
+                speed = f", {r.sim_s / r.wall_s:,.0f} sim-s/wall-s" if r.wall_s and r.sim_s else ""
+                err(
+                    f"[{r.job.tag}] finished in {r.wall_s / 60:.1f} min wall{speed}: {status} "
+                    f"({len(results)}/{len(jobs)} done)"
+                )
     except KeyboardInterrupt:
         stop.set()
         for s in list(sessions.values()):

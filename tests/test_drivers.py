@@ -1,12 +1,14 @@
 """Firmware chip drivers against the emulator's register-level chip models.
 
-Each case runs tests/mp/emu_drivers.py under the MicroPython unix port (heap 192K) with the
-emulator's ``machine``/``time`` first on MICROPYPATH; the script prints the numbers and the
-assertions live here.
+Each case runs tests/mp/emu_drivers.py under the MicroPython unix port with the emulator's
+``machine``/``time`` first on MICROPYPATH; the script prints the numbers and the assertions live
+here. Its heap is the firmware's 192K plus what the emulator's own modules hold (measured as a
+board's launcher measures it, sicell.emulator.staging): the drivers get what a chip leaves them.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 from pathlib import Path
@@ -20,6 +22,14 @@ from tests.mputil import ROOT, run_mp
 EMU = ROOT / "host" / "sicell" / "emulator" / "mp"
 FW = ROOT / "firmware"
 MP = ROOT / "tests" / "mp"
+FIRMWARE_HEAP = 192 * 1024
+
+
+@functools.cache
+def _heap() -> str:
+    from sicell.emulator.staging import emulator_heap_overhead
+
+    return str(FIRMWARE_HEAP + emulator_heap_overhead(EMU, {}))
 
 
 def run_case(
@@ -29,7 +39,7 @@ def run_case(
     cfgfile.write_text(json.dumps(cfg))
     monkeypatch.setenv("SICELL_EMU_CONFIG", str(cfgfile))
     monkeypatch.delenv("SICELL_EMU_CTRL", raising=False)
-    res = run_mp(MP / script, case, path=[EMU, FW], cwd=tmp_path)
+    res = run_mp(MP / script, case, path=[EMU, FW], cwd=tmp_path, heap=_heap())
     assert res.returncode == 0, res.stdout.decode() + res.stderr.decode()
     out: dict[str, Any] = {}
     for line in res.stdout.decode().splitlines():

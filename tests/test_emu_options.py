@@ -20,7 +20,7 @@ from sicell.emulator.__main__ import build_parser, main
 from sicell.emulator.cellmodels import cell_names
 from sicell.emulator.faults import FAULT_FIELDS, FaultConfig
 from sicell.emulator.options import (
-    DEFAULT_LINGER_S,
+    AUTO_LINGER,
     OPTION,
     OPTIONS,
     SCALARS,
@@ -116,7 +116,8 @@ def test_sicell_emulate_options_come_from_the_definition() -> None:
     for name in ("seed", "board", "realtime", "linger", "flash_dir"):
         assert params[name].default == OPTION[name].default, name
         assert OPTION[name].flag in params[name].opts
-    assert params["linger"].default == DEFAULT_LINGER_S
+    # automatic linger; run_emulator (sicell emulate's launcher) makes it "never"
+    assert params["linger"].default == AUTO_LINGER
     with pytest.raises(ValueError, match="cannot be a command-line option"):
         cmdline.click_options(["faults"])
 
@@ -195,7 +196,7 @@ def test_validated_fills_defaults_and_normalises() -> None:
         ({"cell": "porous-medium"}, "valid cells: rc"),
         ({"seed": "x"}, "seed must be an integer"),
         ({"board": "../etc"}, "bad board id"),
-        ({"linger": -1}, "linger must be >= 0"),
+        ({"linger": -2}, "linger must be >= 0"),
         ({"linger": "soon"}, "linger must be a number"),
         ({"max_dt_s": 0}, "max_dt_s must be > 0"),
         ({"faults": {"drop": 2}}, "out of range"),

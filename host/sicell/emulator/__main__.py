@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmdline.add_arguments(p)
     p.add_argument("--list", action="store_true", help="list running emulators and exit")
     p.add_argument("--stop", metavar="BOARD", help="shut down the emulator of BOARD and exit")
+    p.add_argument("--detached", action="store_true", help=argparse.SUPPRESS)  # start_emulator
     return p
 
 
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.cell:
         out(f"a cell model is required: {', '.join(cell_names())}")
         return 2
-    return run_emulator(cmdline.from_namespace(args), print_fn=out)
+    return run_emulator(cmdline.from_namespace(args), print_fn=out, detached=args.detached)
 
 
 if __name__ == "__main__":

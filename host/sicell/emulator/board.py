@@ -25,6 +25,9 @@ QUICK_EXIT_S = 2.0  # a board process that ran less than this counts as a quick 
 READ_SIZE = 65536
 _ERR_KEEP = 4096  # longest partial stderr line kept for the virtual-time scan
 _VTIME_RE = re.compile(rb"^emu: t=([0-9.eE+-]+)")
+_STATE_RE = re.compile(rb" run state=([A-Z]+|[0-9]+)(?: cell (.*))?$")
+_IDLE_RE = re.compile(rb"^emu: t=\S+ (idle|active): ")
+ACTIVE_STATES = frozenset({"RUNNING", "PAUSED", "HOLD", "INTERRUPTED"})  # a run goes on
 
 
 def restart_delay(quick_exits: int) -> float:
@@ -32,11 +35,26 @@ def restart_delay(quick_exits: int) -> float:
     return min(MAX_RESTART_DELAY_S, 0.1 * 2.0 ** min(quick_exits, 10))
 
 
+def _history(text: bytes) -> dict[str, float]:
+    """``cycles=3 lith_mah=1.2 ...`` as numbers (a garbled field is left out)."""
+    out: dict[str, float] = {}
+    for part in text.decode("ascii", "replace").split():
+        k, _, v = part.partition("=")
+        with contextlib.suppress(ValueError):
+            out[k] = float(v)
+    return out
+
+
 class VtimeScanner:
-    """The board's virtual time from its ``emu: t=<s> ...`` stderr lines, fed in any chunks."""
+    """The board's virtual time, run state and cell history from its ``emu: t=<s> ...``
+    stderr lines (world.py: ``run state=NAME cell k=v ...``), fed in any chunks."""
 
     def __init__(self) -> None:
         self.vtime: float | None = None
+        self.run_state: str | None = None  # the firmware engine's state, once it ticked
+        self.cell_history: dict[str, float] = {}
+        self.state_changes = 0
+        self.idle = False  # the board waits in wall time (idle.py's 'idle:' line)
         self._line = bytearray()
 
     def feed(self, data: bytes) -> None:
@@ -49,6 +67,16 @@ class VtimeScanner:
                 if m:
                     with contextlib.suppress(ValueError):  # a garbled number: keep the last
                         self.vtime = float(m.group(1))
+                    st = _STATE_RE.search(line)
+                    if st:
+                        self.run_state = st.group(1).decode()
+                        self.state_changes += 1
+                        self.idle = False
+                        if st.group(2):
+                            self.cell_history = _history(st.group(2))
+                    idle = _IDLE_RE.match(line)
+                    if idle:
+                        self.idle = idle.group(1) == b"idle"
             self._line = bytearray(lines[-1][-_ERR_KEEP:])
         elif len(buf) > _ERR_KEEP:
             del buf[:-_ERR_KEEP]

@@ -9,6 +9,7 @@ Both take the options of ``sicell.emulator.options.EmulatorOptions`` as keyword 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import signal
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sicell.emulator.control import EmulatorControl
-from sicell.emulator.options import EmulatorOptions, from_keywords
+from sicell.emulator.options import AUTO_LINGER, EmulatorOptions, from_keywords
 from sicell.emulator.registry import (
     find_emulator,
     pid_alive,
@@ -44,16 +45,24 @@ _POLL_S = 0.02
 
 
 def run_emulator(
-    cell: str | EmulatorOptions, *, print_fn: Callable[..., Any] = print, **options: Any
+    cell: str | EmulatorOptions,
+    *,
+    print_fn: Callable[..., Any] = print,
+    detached: bool = False,
+    **options: Any,
 ) -> int:
     """Run an emulated board in the foreground until stopped; returns the exit code.
 
     Prints the pty path and how to connect. 0 = stopped normally, 2 = bad options,
-    3 = this board id already has an emulator, 1 = other failure.
+    3 = this board id already has an emulator, 1 = other failure. The automatic ``linger``
+    (-1) means "never" here unless ``detached`` (a launcher ``start_emulator`` started for a
+    port: it goes away by the run-aware rule of ``Launcher.linger_end``).
     """
     from sicell.emulator.launcher import Launcher  # the launcher imports this module
 
     opts = from_keywords(cell, options, start=False)
+    if not detached and opts.linger == AUTO_LINGER:
+        opts = dataclasses.replace(opts, linger=0.0)
     try:
         launcher = Launcher(opts, print_fn)
     except EmulatorConfigError as e:
@@ -260,7 +269,7 @@ def start_emulator(
     log = rdir / f"{opts.board}.launcher.log"
     with open(log, "wb") as logf:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sicell.emulator", *opts.to_argv()],
+            [sys.executable, "-m", "sicell.emulator", *opts.to_argv(), "--detached"],
             stdin=subprocess.DEVNULL,
             stdout=logf,
             stderr=subprocess.STDOUT,

@@ -19,9 +19,14 @@ closes the pty, as a real unplug looks to the host, and opens a new one after N 
 
 Lifetime. The launcher keeps running when its host dies, so a restarted host can reattach. It
 exits on the control command ``shutdown``, on SIGTERM/SIGINT, when the board process ends by
-itself with status 0 (its own ``quit`` / ``stop_after_s``), or after ``linger`` seconds with no
-host attached (0 = never). A board process that crashes (non-zero status) is restarted with
-back-off, like a power cycle; ``status`` counts ``restarts``.
+itself with status 0 (its own ``quit`` / ``stop_after_s``), or for want of a host
+(``linger_end``): after ``linger`` seconds with no host attached (0 = never), or with the
+automatic linger (-1, the default of a board started for a port): never while a run goes on
+(running, paused, held, interrupted: the firmware's state, which the board logs), an hour after
+a run ended with no host attached (so ``sicell run --resume`` still finds its records), else a
+minute after the host left. A board run in the foreground (``sicell emulate``) stays. A board
+process that crashes (non-zero status) is restarted with back-off, like a power cycle;
+``status`` counts ``restarts``.
 
 This module also re-exports the names tests and benches import from it.
 """
@@ -40,15 +45,18 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from sicell.emulator.board import BoardFifo, BoardLog, BoardProcess
+from sicell.emulator.board import ACTIVE_STATES, BoardFifo, BoardLog, BoardProcess
 from sicell.emulator.cellmodels import canonical_cell, cell_names
 from sicell.emulator.control_server import ControlServer, Handler
 from sicell.emulator.faults import DIRECTIONS, FaultConfig, FaultInjector
 from sicell.emulator.handle import EXIT_CONFIG, EmulatorHandle, run_emulator, start_emulator
 from sicell.emulator.hostport import ATTACH_POLL_S, HostPort
 from sicell.emulator.options import (
+    AUTO_LINGER,
     DEFAULT_LINGER_S,
     HEAPSIZE,
+    IDLE_LINGER_S,
+    RESUME_LINGER_S,
     START_TIMEOUT_S,
     EmulatorOptions,
     heap_bytes,
@@ -140,6 +148,8 @@ class Launcher:
         self.wake: tuple[int, int] | None = None  # self-pipe: signals wake the poll loop
         self.t0 = 0.0
         self.stop_reason: str | None = None
+        self.unclaimed_since: float | None = None  # a run ended while no host was attached
+        self._seen_state: str | None = None
 
     # -- control commands ----------------------------------------------------------------------
     def _handlers(self) -> dict[str, Handler]:
@@ -205,8 +215,8 @@ class Launcher:
 
     def _cmd_linger(self, req: Mapping[str, Any]) -> dict[str, Any]:
         s = float(req.get("seconds", DEFAULT_LINGER_S))
-        if not (math.isfinite(s) and s >= 0):
-            raise ValueError(f"linger must be >= 0 seconds, not {s}")
+        if not (math.isfinite(s) and (s >= 0 or s == AUTO_LINGER)):
+            raise ValueError(f"linger must be >= 0 seconds or -1 (auto), not {s}")
         self.linger = s
         self._write_registry()
         return {"linger": s}
@@ -229,6 +239,9 @@ class Launcher:
             "vtime_s": self.proc.scanner.vtime,
             **self.relay.status(now),
             "linger": self.linger,
+            "run_state": self.proc.scanner.run_state,
+            "board_idle": self.proc.scanner.idle,
+            "cell_history": dict(self.proc.scanner.cell_history),
             "restarts": self.proc.restarts,
             "last_exit": self.proc.last_exit,
         }
@@ -302,6 +315,7 @@ class Launcher:
             return
         if not self.relay.attached:
             self.relay.attach()
+            self.unclaimed_since = None
             self.log.line(f"host attached on {self.port.path}")
         if data:
             self.relay.from_host(data, now)
@@ -365,12 +379,33 @@ class Launcher:
                 deadline = min(deadline, self.port.next_attach_check)
         if p.restart_at is not None:
             deadline = min(deadline, p.restart_at)
-        linger_end = r.linger_end(self.linger)
+        linger_end = self.linger_end()
         if linger_end is not None:
             if now >= linger_end:
-                self.stop_reason = f"no host for {self.linger:g} s (linger)"
+                self.stop_reason = f"no host for {now - r.last_detach:.0f} s (linger)"
             deadline = min(deadline, linger_end)
         return want, deadline
+
+    def linger_end(self) -> float | None:
+        """When to exit for want of a host (None: not now; see Lifetime above)."""
+        r = self.relay
+        if self.linger != AUTO_LINGER:
+            return r.linger_end(self.linger)
+        if r.attached or self.proc.scanner.run_state in ACTIVE_STATES:
+            return None
+        if self.unclaimed_since is not None:
+            return max(r.last_detach, self.unclaimed_since) + RESUME_LINGER_S
+        return r.last_detach + IDLE_LINGER_S
+
+    def _board_state(self, now: float) -> None:
+        """Follow the run state the board logged: a run ending with no host is unclaimed."""
+        st = self.proc.scanner.run_state
+        if st == self._seen_state:
+            return
+        was, self._seen_state = self._seen_state, st
+        if was in ACTIVE_STATES and st not in ACTIVE_STATES and not self.relay.attached:
+            self.unclaimed_since = now
+            self.log.line(f"run ended ({st}) with no host attached: kept for --resume")
 
     def _on_event(self, fd: int, ev: int, now: float) -> None:
         if self.wake is not None and fd == self.wake[0]:
@@ -385,6 +420,7 @@ class Launcher:
             self._read_board(now)
         elif fd == self.proc.stderr:
             self.proc.read_err()
+            self._board_state(now)
         elif fd == self.proc.stdin:
             if ev & _OUT:
                 self._write_board()
@@ -512,7 +548,7 @@ class Launcher:
         url = f"emu://{o.cell}?board={self.board}"
         if o.seed:
             url += f"&seed={o.seed}"
-        linger = "never" if self.linger == 0 else f"{self.linger:g} s"
+        linger = {0: "never", AUTO_LINGER: "auto"}.get(self.linger, f"{self.linger:g} s")
         self.print(
             f"sicell emulator: board {self.board} (cell {o.cell}, seed {o.seed}"
             f"{', realtime' if o.realtime else ''}), launcher pid {os.getpid()}\n"
@@ -522,6 +558,6 @@ class Launcher:
             f"  control: {self.files.socket}\n"
             f"  flash:   {self.files.flash}\n"
             f"  log:     {self.files.log}\n"
-            f"  stops on Ctrl-C, SIGTERM, the 'shutdown' control command, or after {linger} "
-            "without a host",
+            f"  stops on Ctrl-C, SIGTERM, the 'shutdown' control command, or without a host "
+            f"(linger {linger})",
         )

@@ -30,9 +30,13 @@ from typing import Any, Self
 from sicell.emulator.faults import FAULT_FIELDS, FaultConfig
 from sicell.errors import EmulatorConfigError
 
-DEFAULT_LINGER_S = 600.0
+DEFAULT_LINGER_S = 600.0  # the control command ``linger`` without seconds
+AUTO_LINGER = -1.0  # linger decided by the board's run (launcher.Launcher.linger_end)
+IDLE_LINGER_S = 60.0  # auto: no run going on, nothing unclaimed
+RESUME_LINGER_S = 3600.0  # auto: a run ended while no host was attached (--resume fetches it)
 START_TIMEOUT_S = 15.0
 HEAPSIZE = "200K"  # firmware heap budget: RP2040 MicroPython leaves ~190-200 KB to Python code
+BALLAST_KB = 512  # heap the board holds while the firmware boots (emulator/mp/idle.py, world.py)
 
 BOARD, LAUNCHER, START, URL = "board", "launcher", "start", "url"
 SCALARS = ("int", "float", "bool", "str")
@@ -127,8 +131,10 @@ def _check_max_dt(v: Any, o: EmulatorOptions) -> float | None:
 
 def _check_linger(v: Any, o: EmulatorOptions) -> float:
     x = _number("linger", v)
+    if x == AUTO_LINGER:
+        return x
     if not math.isfinite(x) or x < 0:
-        raise EmulatorConfigError(f"linger must be >= 0 seconds (0 = never), not {x}")
+        raise EmulatorConfigError(f"linger must be >= 0 seconds (0 = never) or -1 (auto), not {x}")
     return x
 
 
@@ -189,9 +195,11 @@ class EmulatorOptions:
         check=_check_max_dt,
     )
     linger: float = _opt(
-        DEFAULT_LINGER_S,
+        AUTO_LINGER,
         "float",
-        "seconds without a host before the emulator exits (0 = never)",
+        "seconds without a host before the emulator exits (0 = never; -1 = auto: "
+        f"{IDLE_LINGER_S:g} s, none while a run goes on, {RESUME_LINGER_S:g} s after a run "
+        "ended with no host; a board run in the foreground (sicell emulate) stays)",
         check=_check_linger,
     )
     flash_dir: str | None = _opt(
@@ -206,6 +214,13 @@ class EmulatorOptions:
         default_factory=dict, metadata=_spec("faults", "link faults (JSON object)", _check_faults)
     )
     owner: bool = _opt(False, "bool", "closing the port also shuts the emulator down", scope=URL)
+    fresh: bool = _opt(
+        False,
+        "bool",
+        "a pristine cell: a running emulator of this board id is shut down and its flash's "
+        "run state cleared first (calibration stays)",
+        scope=URL,
+    )
     timeout: float = _opt(
         START_TIMEOUT_S, "float", "seconds to wait for a new emulator's port", scope=START
     )
@@ -258,6 +273,7 @@ class EmulatorOptions:
             "seed": self.seed,
             "realtime": self.realtime,
             "noise": self.noise,
+            "ballast_kb": BALLAST_KB,
         }
         if self.max_dt_s is not None:
             cfg["max_dt_s"] = float(self.max_dt_s)

@@ -167,7 +167,7 @@ def emulator_heap_overhead(
         write_json_atomic(cfg, {**board_cfg, "quiet": True})
         try:
             out = subprocess.run(
-                interpreter_cmd("1M", str(emu / "emuboot.py")),
+                interpreter_cmd("4M", str(emu / "emuboot.py")),  # room for any ballast
                 env=board_env(emu, fw, cfg, None, None),
                 cwd=d,
                 capture_output=True,

@@ -10,7 +10,14 @@ directory, see ``sicell.emulator.launcher``) or starts one as a separate process
 session, so it survives this program; then it opens the emulator's pty like any serial device.
 ``close()`` closes the port only: the board keeps running (and keeps its run going), exactly
 like unplugging a real board's USB cable leaves it powered. ``owner=1`` makes ``close()`` shut
-the emulator down too; so does ``port.emulator.shutdown()``.
+the emulator down too; so does ``port.emulator.shutdown()``. A board started here goes away by
+itself a minute after its host left, unless a run goes on or ended with no host (see
+``sicell.emulator.launcher``: Lifetime); ``linger=`` overrides that.
+
+Cell history: a board that is still running keeps its cell as the last run left it (cycled,
+faded). ``port.emulator_info["cell_history"]`` (``history_note`` words it) says what the cell
+went through; ``fresh=1`` shuts the running board down first (and clears its flash's run state)
+so the run gets a pristine cell.
 
 Options (all optional; ``sicell.emulator.options.EmulatorOptions`` defines them, the table
 below is generated from it):
@@ -29,8 +36,11 @@ entry.
 
 from __future__ import annotations
 
+import contextlib
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import serial
@@ -40,6 +50,7 @@ from sicell.emulator.cellmodels import canonical_cell
 from sicell.emulator.control import EmulatorControl
 from sicell.emulator.handle import EmulatorHandle, start_emulator
 from sicell.emulator.options import MATCHED, URL_FORM, URL_KEYS, EmulatorOptions, UrlKey, url_help
+from sicell.emulator.registry import BoardFiles, find_emulator, runtime_dir
 from sicell.errors import ControlError, EmulatorConfigError, EmulatorError
 
 __doc__ = (
@@ -105,16 +116,61 @@ def parse_url(url: str) -> EmuUrl:
     return spec
 
 
+def history_note(info: Mapping[str, Any]) -> str | None:
+    """One line saying that the emulated cell has been used before (None when pristine).
+
+    ``info`` is a launcher's status or an ``emulator_info`` (``cell_history``).
+    """
+    h = info.get("cell_history") or {}
+    lith = float(h.get("lith_mah", 0.0))
+    if lith <= 0.0 and float(h.get("delith_mah", 0.0)) <= 0.0:
+        return None
+    board = info.get("board", "?")
+    return (
+        f"emulated cell {info.get('cell', '?')} on board {board} has history: "
+        f"{int(h.get('cycles', 0))} cycle(s), {lith:.3f} mAh lithiated, "
+        f"{float(h.get('delith_mah', 0.0)):.3f} mAh delithiated, capacity at "
+        f"{100.0 * float(h.get('cap', 1.0)):.1f} % (add fresh=1 to the emu:// URL for a "
+        "pristine cell)"
+    )
+
+
+_RUN_STATE_FILES = ("runstate.json", "runstate.json.tmp", "sched.bin", "sched.bin.tmp")
+
+
+def _make_fresh(spec: EmuUrl) -> None:
+    """Shut down the running board of ``spec`` (if any) and clear its flash's run state."""
+    opts = spec.validated()
+    assert opts.board is not None
+    rdir = Path(opts.runtime) if opts.runtime else runtime_dir()
+    info = find_emulator(opts.board, rdir)
+    flash = (
+        Path(str(info["flash_dir"]))
+        if info
+        else BoardFiles.of(rdir, opts.board, opts.flash_dir).flash
+    )
+    if info is not None:
+        EmulatorHandle(info).shutdown()
+    for name in _RUN_STATE_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            (flash / name).unlink()
+
+
 def open_emulator(spec: EmuUrl) -> EmulatorHandle:
     """Attach to the board of ``spec`` or start it; the handle of a running launcher."""
+    if spec.fresh:
+        _make_fresh(spec)
     check: dict[str, Any] = {"cell": spec.cell}
     check.update({name: getattr(spec, name) for name in MATCHED if name in spec.given})
     handle = start_emulator(spec, attach=True, check=check, on_unplugged="raise")
-    if not handle.started and "linger" in spec.given:
+    if not handle.started:
         try:
-            handle.control.linger(spec.linger)
+            if "linger" in spec.given:
+                handle.control.linger(spec.linger)
+            st = handle.control.status()
         except ControlError as e:
             raise EmulatorError(str(e)) from e
+        handle.info = {**handle.info, "cell_history": st.get("cell_history") or {}}
     return handle
 
 

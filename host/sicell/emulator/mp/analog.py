@@ -75,9 +75,17 @@ class Rng:
         return m if self.next() & 1 else -m
 
     def gauss(self):
-        """approximately standard normal (Irwin-Hall, 4 uniforms)"""
-        u = self.uniform() + self.uniform() + self.uniform() + self.uniform()
-        return (u - 2.0) * 1.7320508
+        """approximately standard normal (Irwin-Hall, 4 uniforms); the integer sum / 2**32
+        is exactly the sum of the four uniform() values, with fewer boxed floats"""
+        s = self.s
+        u = 0
+        for _ in range(4):           # next() four times, inlined
+            s ^= (s << 13) & 0xFFFFFFFF
+            s ^= s >> 17
+            s ^= (s << 5) & 0xFFFFFFFF
+            u += s
+        self.s = s
+        return (u / 4294967296.0 - 2.0) * 1.7320508
 
 
 class Analog:
@@ -94,6 +102,12 @@ class Analog:
         self.relay = False
         self.i_cmd = 0.0      # what the stage tries to drive (A)
         self.r_sense = 0.0    # actual sense resistance in the path (0 = path open)
+        self.v_ok = False     # cell_current() left cell.voltage(its result) in v_at
+        self.v_at = 0.0
+        self.gen = 0          # bumped by the world whenever the cell's state changes
+        self._v_gen = -1      # cell_current's voltage cache: valid for gen and i object
+        self._v_i = None
+        self._rms = {}        # noise rms per data rate
 
     # -- switches and set point --------------------------------------------------------
     def set_dac(self, vout, vref):
@@ -129,10 +143,23 @@ class Analog:
         if not self.relay or self.r_sense == 0.0:
             return 0.0
         i = self.i_cmd
-        rs = self.r_sense
-        out = i * rs - cell.voltage(i)
+        if self._v_gen == self.gen and self._v_i is i:
+            v = self.v_at        # same cell state, same current: the same voltage
+        else:
+            v = cell.voltage(i)
+            self._v_gen = self.gen
+            self._v_i = i
+        out = i * self.r_sense - v
+        self.v_at = v
         if -COMPLIANCE_V <= out <= COMPLIANCE_V:
+            self.v_ok = True
             return i
+        self._v_gen = -1
+        return self._on_rail(cell, out)
+
+    def _on_rail(self, cell, out):
+        i = self.i_cmd
+        rs = self.r_sense
         # out of compliance: the output sits on the rail; find I with |I Rs - V(I)| = rail
         rail = COMPLIANCE_V if out > 0 else -COMPLIANCE_V
         lo = 0.0
@@ -155,6 +182,23 @@ class Analog:
         a2 = a1 + i * self.r_sense
         return (_clamp(VG), _clamp(a1), _clamp(a2), _clamp(a1))
 
+    def diff(self, cell, p, n):
+        """nodes(cell, cell_current(cell))[p] minus the same of n (0 V for n = -1), with
+        fewer temporary objects (the ADC models' hot path)"""
+        self.v_ok = False
+        i = self.cell_current(cell)
+        a1 = VG - (self.v_at if self.v_ok else cell.voltage(i))
+        if n < 0:
+            return self._node(p, a1, i)
+        return self._node(p, a1, i) - self._node(n, a1, i)
+
+    def _node(self, k, a1, i):
+        if k == 0:
+            return _clamp(VG)
+        if k == 2:
+            return _clamp(a1 + i * self.r_sense)
+        return _clamp(a1)
+
     def out_of_compliance(self, cell):
         if not self.relay or self.r_sense == 0.0:
             return False
@@ -166,6 +210,15 @@ class Analog:
         if not self.noise or rms <= 0.0:
             return 0.0
         return rms * self.rng.gauss()
+
+    def noise_for_rate(self, sps):
+        """noise_v(noise_rms_for_rate(sps)), the rms computed once per rate"""
+        if not self.noise:
+            return 0.0
+        rms = self._rms.get(sps)
+        if rms is None:
+            rms = self._rms[sps] = noise_rms_for_rate(sps)
+        return self.noise_v(rms)
 
 
 def _clamp(v):

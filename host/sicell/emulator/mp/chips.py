@@ -77,6 +77,8 @@ class _Adc:
     high, gain error, oscillator error) for the per-seed part spread, CONTINUOUS = (config bit
     of the mode, its value in continuous mode), and conv_us(cfg)."""
 
+    mem_into = False               # no read_mem_into (machine.I2C)
+
     def __init__(self, world, addr, seed=0):
         from analog import Rng
         factor, off_lo, off_hi, gain_err, osc_err = self.ERRORS
@@ -85,7 +87,9 @@ class _Adc:
         self.addr = addr
         self.offset_v = r.sym(off_lo, off_hi)           # input offset
         self.gain_err = r.sym(0.0, gain_err)            # reference / PGA gain error
+        self.gain = 1.0 + self.gain_err
         self.osc = 1.0 + r.sym(0.0, osc_err)            # internal oscillator error
+        self._conv = [None] * 8                         # conv_us per data rate (cache)
         self.power_on()
 
     def power_on(self):
@@ -111,7 +115,7 @@ class _Adc:
 
     def _settle(self):
         if self.busy and self.world.now >= self.t_done:
-            self.world.sync()          # latches via latch() at t_done
+            self.world.latch_due()     # latches via latch() at t_done
 
     def _latched(self, cfg):
         """a result is in: latch()'s return value (next latch time, or None when done)"""
@@ -126,6 +130,7 @@ class _Adc:
 
 class ADS1115(_Adc):
     part = 'ads1115'
+    mem_into = True                # read_mem_into: machine.I2C's allocation-free path
     ERRORS = (31, 20e-6, 60e-6, 0.0005, 0.03)
     CONTINUOUS = (0x0100, 0)       # MODE[8] = 0
 
@@ -138,7 +143,11 @@ class ADS1115(_Adc):
         self.conv = 0
 
     def conv_us(self, cfg):
-        return int(1e6 / _ADS1115_DR[(cfg >> 5) & 7] * self.osc) + 25
+        k = (cfg >> 5) & 7
+        us = self._conv[k]
+        if us is None:             # once per data rate: the same integer every time
+            us = self._conv[k] = int(1e6 / _ADS1115_DR[k] * self.osc) + 25
+        return us
 
     # -- I2C ----------------------------------------------------------------------------
     def write(self, data):
@@ -174,29 +183,43 @@ class ADS1115(_Adc):
     def read(self, n):
         if n < 1 or n > 2:
             _nak()
-        self._settle()
-        p = self.ptr
-        if p == 0:
-            w = self.conv
-        elif p == 1:
-            w = self.config | (0 if self.busy else 0x8000)
-        elif p == 2:
-            w = self.lo
-        else:
-            w = self.hi
+        w = self._reg()
         if n == 1:
             return bytes(((w >> 8) & 0xFF,))
         return bytes(((w >> 8) & 0xFF, w & 0xFF))
+
+    def _reg(self):
+        self._settle()
+        p = self.ptr
+        if p == 0:
+            return self.conv
+        if p == 1:
+            return self.config | (0 if self.busy else 0x8000)
+        if p == 2:
+            return self.lo
+        return self.hi
+
+    def read_mem_into(self, p, buf, cost):
+        """write(bytes((p,))), cost us of bus time, then buf[:] = read(len(buf)): the same
+        transactions without temporary objects"""
+        if p & 0xFC:
+            _nak()
+        self.ptr = p
+        self.world.advance(cost)
+        if not 0 < len(buf) < 3:
+            _nak()
+        w = self._reg()
+        buf[0] = (w >> 8) & 0xFF
+        if len(buf) == 2:
+            buf[1] = w & 0xFF
 
     # -- conversion ---------------------------------------------------------------------
     def latch(self):
         """called by the world at virtual time t_done with the cell integrated to it"""
         cfg = self.conv_cfg
         v = self.world.sample_diff(_ADS1115_MUX[(cfg >> 12) & 7])
-        fs = _ADS1115_FS[(cfg >> 9) & 7]
-        dr = _ADS1115_DR[(cfg >> 5) & 7]
-        v = (v + self.offset_v) * (1.0 + self.gain_err) + self.world.noise_v(dr)
-        code = int(round(v / fs * 32768.0))
+        v = (v + self.offset_v) * self.gain + self.world.noise_v(_ADS1115_DR[(cfg >> 5) & 7])
+        code = int(round(v / _ADS1115_FS[(cfg >> 9) & 7] * 32768.0))
         if code > 32767:
             code = 32767
         elif code < -32768:
@@ -270,7 +293,7 @@ class ADS1219(_Adc):
         gain = 4.0 if cfg & 0x10 else 1.0
         vref = 0.0 if cfg & 0x01 else self.VREF_INT
         dr = _ADS1219_DR[(cfg >> 2) & 3]
-        v = (v + self.offset_v) * (1.0 + self.gain_err) + self.world.noise_v(dr) * 0.2
+        v = (v + self.offset_v) * self.gain + self.world.noise_v(dr) * 0.2
         if vref > 0.0:
             code = int(round(v * gain / vref * 8388608.0))
         else:
@@ -287,6 +310,8 @@ class ADS1219(_Adc):
 class _Dac:
     """What both DAC models share: a new output code or power-down state reaches the world,
     and the output voltage (vref * code / 2^bits; 0 V when powered down)."""
+
+    mem_into = False               # no read_mem_into (machine.I2C)
 
     def vout(self):
         if self.pd:

@@ -21,7 +21,7 @@ with the current firmware): a board with -X heapsize=H leaves the firmware about
 at the first boot and H - 95K after a reset ('heap_info' prints the numbers).
 
 If main returns (or raises, calls sys.exit, or gets a Ctrl-C) the board sits in the REPL: with a
-running watchdog virtual time runs on until it resets the board, otherwise the process
+running watchdog virtual time runs on (in wall time, as an idle board) until it resets the board, otherwise the process
 exits (code 0 after a return / sys.exit, 1 after an uncaught exception, with the
 traceback on stderr).  Exit code 0 also for the control command 'quit', stop_after_s and
 max_boots.  Status lines on stderr:
@@ -50,6 +50,15 @@ W = world.install(world.World(world.load_config(), _rt))
 import machine            # noqa: E402,F401  (the emulator's; loaded once, kept across resets)
 import time               # noqa: E402,F401
 
+_PROF = None
+if W.cfg.get('profile') or __import__('os').getenv('SICELL_EMU_PROFILE'):
+    import profile        # noqa: E402
+    _PROF = profile.install(world, W, machine, time)
+    W.profiler = _PROF
+if __import__('os').getenv('SICELL_EMU_CANNED'):
+    import canned         # noqa: E402  (the bench's ceiling: a zero-cost I2C bus)
+    canned.install(machine)
+
 _KEEP = set(sys.modules.keys())
 _PATH = list(sys.path)
 
@@ -67,10 +76,14 @@ def _repl_idle():
     if not W.wdt_timeout:
         return False
     while True:
+        if W.idle_ok:               # a board in the REPL is idle: wall time (stdin is not
+            W.rt.sleep_ms(10)        # read here, so waiting on it would spin)
         W.advance(10000)
 
 
 def _exit(code, why):
+    if _PROF is not None:
+        W.log(_PROF.line(W.now * 1e-6))
     W.log('exit %d (%s)' % (code, why))
     try:
         sys.stdout.flush()
@@ -91,6 +104,7 @@ def run():
             W.log(W.heap_line())
         code = 0
         why = 'main returned'
+        W.take_ballast()
         try:
             try:
                 import main

@@ -125,6 +125,9 @@ class I2C:
         self.sda = sda
         self.scl = scl
         self._on_bus = (sda == _world.BUS_SDA and scl == _world.BUS_SCL)
+        # bus time of a transfer of n bytes (n < 8), as world.i2c_cost charges it
+        self._cost = [(10 + (n + 1) * 9000000 // freq) if _W.i2c_timing else 0
+                      for n in range(8)]
 
     def _dev(self, addr):
         _W.check()
@@ -146,11 +149,11 @@ class I2C:
 
     def writeto(self, addr, buf, stop=True):
         d = self._dev(addr)
-        _W.i2c_cost(len(buf), self.freq)
-        if len(buf) == 0:
-            return 0
-        d.write(bytes(buf))
-        return len(buf)
+        n = len(buf)
+        _W.advance(self._cost[n]) if n < 8 else _W.i2c_cost(n, self.freq)
+        if n:
+            d.write(buf)             # the models only index it, never keep it
+        return n
 
     def writevto(self, addr, vector, stop=True):
         b = b''.join(bytes(v) for v in vector)
@@ -181,6 +184,11 @@ class I2C:
 
     def readfrom_mem_into(self, addr, memaddr, buf, *, addrsize=8):
         d = self._dev(addr)
+        if addrsize == 8 and len(buf) < 8 and d.mem_into:
+            # one pointer write then one read, without temporary objects (the hot path)
+            _W.advance(self._cost[1])
+            d.read_mem_into(memaddr, buf, self._cost[len(buf)])
+            return
         _W.i2c_cost(addrsize // 8, self.freq)
         d.write(_memaddr(memaddr, addrsize))
         n = len(buf)
@@ -208,7 +216,10 @@ class WDT:
         _W.wdt_start(timeout)
 
     def feed(self):
-        _W.wdt_feed()
+        w = _W                       # World.wdt_feed inlined: once per main-loop pass
+        if w._reset is not None:
+            raise w._reset
+        w.wdt_last = w.now
 
 
 class Timer:

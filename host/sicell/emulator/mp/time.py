@@ -2,7 +2,7 @@
 
 This file sits in the first MICROPYPATH directory, so ``import time`` in the firmware
 gets it instead of the built-in.  Time only advances when the firmware sleeps (by the
-requested amount) or asks for the time (a small fixed cost per call, world.tick_cost_us,
+requested amount; an idle board first waits that long in wall time, world.World.sleep) or asks for the time (a small fixed cost per call, world.tick_cost_us,
 so that a busy ``while ticks_diff(...)`` loop terminates).  Each advance integrates
 the cell, checks the watchdog and polls the control channel (world.py).
 
@@ -29,38 +29,49 @@ def _real():
 
 def sleep(seconds):
     if seconds > 0:
-        _W.advance(int(seconds * 1000000))
+        _W.sleep(int(seconds * 1000000))
     else:
         _W.check()
 
 
 def sleep_ms(ms):
     if ms > 0:
-        _W.advance(int(ms) * 1000)
+        _W.sleep(int(ms) * 1000)
     else:
         _W.check()
 
 
 def sleep_us(us):
     if us > 0:
-        _W.advance(int(us))
+        _W.sleep(int(us))
     else:
         _W.check()
 
 
+# the ticks_* below inline World.advance's fast path (they are the firmware's hottest calls)
 def ticks_ms():
-    _W.advance(_W.tick_cost_us)
-    return (_W.now // 1000) & _MASK
+    w = _W
+    t = w.now + w.tick_cost_us
+    if t < w.fast_until:
+        w.now = t
+    else:
+        w.advance(w.tick_cost_us)
+        t = w.now
+    return (t // 1000) & _MASK
 
 
 def ticks_us():
-    _W.advance(_W.tick_cost_us)
-    return _W.now & _MASK
+    w = _W
+    t = w.now + w.tick_cost_us
+    if t < w.fast_until:
+        w.now = t
+    else:
+        w.advance(w.tick_cost_us)
+        t = w.now
+    return t & _MASK
 
 
-def ticks_cpu():
-    _W.advance(_W.tick_cost_us)
-    return _W.now & _MASK
+ticks_cpu = ticks_us
 
 
 def ticks_add(ticks, delta):

@@ -18,34 +18,32 @@ Configuration: a JSON file whose path is in env var SICELL_EMU_CONFIG (all keys 
                     hashed to 8 bytes (default: env SICELL_EMU_BOARD, else hex from seed)
     realtime        pace virtual time to the wall clock (false)
     noise           Gaussian ADC noise on/off (true)
-    max_dt_s        largest cell integration step (1.0)
+    max_dt_s        largest cell integration step (1.0; one step may exceed it by 1/64)
     tick_cost_us    virtual time charged per ticks_*() / time() call, so busy polls end (5)
     i2c_timing      charge I2C transfer time (9 bits per byte at the bus clock + 10 us) (true)
     adc, dac        populated parts: 'ads1115' | 'ads1219', 'mcp4725' | 'dac8571'
     adc_addr, dac_addr   I2C addresses (0x48 / 0x40, 0x60 / 0x4C by part)
     mcp4725_eeprom  MCP4725 power-up code (2048 = midscale = zero current)
     epoch_s         time.time() at virtual t = 0 (1735689600 = 2025-01-01T00:00:00Z)
-    ctrl_poll_ms    control-channel poll interval in virtual ms (50)
+    ctrl_poll_ms    shortest control-channel poll interval in virtual ms (50)
+    idle_wait       an idle board waits in wall time (true; idle.py)
+    ballast_kb      heap held while the firmware boots, freed at its first engine tick
+                    (0; the launcher passes options.BALLAST_KB = 512 and counts it in the
+                    emulator's overhead): the firmware sizes its ring from the free heap
+                    exactly as on a Pico, then the emulator's own short-lived floats get
+                    that much room, so the garbage collector runs far less often
     stop_after_s    end the emulator (exit 0) at this virtual time; 0 = never (0)
     max_boots       end the emulator (exit 0) when this boot would start; 0 = never (0)
     heap_info       print gc.mem_free()/mem_alloc() to stderr at every boot (false)
     quiet           no 'emu:' status lines on stderr (false)
-Env var SICELL_EMU_CTRL: path of a FIFO (or /dev/fd/N, or a regular file) with line
-commands, polled without blocking (select.poll) from the clock whenever virtual time
-advances past the next poll instant (every ctrl_poll_ms of virtual time):
-    freeze <ms>     the firmware gets no control for ms of virtual time (the watchdog, if
-                    running, expires on schedule and resets the board: WDT_RESET)
-    brownout <ms>   supply lost for ms: relay de-energised, range switches open, chips lose
-                    their state (MCP4725 reloads its EEPROM, DAC8571 zero scale, ADC reset
-                    value), the cell rests; then a power-on reset (PWRON_RESET)
-    reset           soft reset now (SOFT_RESET)
-    noise on|off    ADC noise
-    quit            end the emulator (exit 0)
+Env var SICELL_EMU_CTRL: the control channel (ctrl.py).
 Virtual time: integer microseconds since the world was built (``now``).  Sleeps advance
 it by the requested amount; every ticks_*()/time() call by tick_cost_us; every I2C
 transfer by its bus time.  The cell is integrated lazily, in steps of at most max_dt_s,
-up to the instant anything reads or changes the analog state (ADC sample, DAC write,
-GPIO change): the result equals integrating on every advance, at a fraction of the cost.
+up to the instant anything reads or changes the analog state (DAC write, GPIO change), or,
+for an ADC sample, up to the conversion's own end: the result equals integrating on every
+advance, at a fraction of the cost.
+Control polls, idle waits, the run state and the cell history: ctrl.py and idle.py.
 Realtime mode: virtual time never runs ahead of the wall clock since the world was
 built (sleeps really sleep, in slices of at most 50 ms), and jumps forward when the
 firmware computed for longer than its sleeps.
@@ -58,6 +56,8 @@ import sys
 
 import analog
 import chips
+import ctrl as _ctrl
+import idle as _idle
 
 try:
     import cells as _cells
@@ -91,7 +91,9 @@ DEFAULTS = {
     'adc': 'ads1115', 'dac': 'mcp4725', 'adc_addr': None, 'dac_addr': None,
     'mcp4725_eeprom': 0x800, 'epoch_s': 1735689600, 'ctrl_poll_ms': 50,
     'stop_after_s': 0, 'max_boots': 0, 'heap_info': False, 'quiet': False,
+    'idle_wait': True, 'ballast_kb': 0,
 }
+ST_RUNNING = _idle.ST_RUNNING
 
 _FAR = 1 << 62
 
@@ -134,7 +136,7 @@ def load_config(path=None):
     return cfg
 
 
-class World:
+class World(_idle.Idle, _ctrl.Ctrl):
     def __init__(self, cfg=None, real_time=None):
         if cfg is None:
             cfg = load_config()
@@ -147,6 +149,9 @@ class World:
         self.now = 0                 # virtual microseconds since the world was built
         self.t_cell = 0              # the cell is integrated up to this time
         self.max_dt_us = max(1, int(float(cfg['max_dt_s']) * 1e6))
+        # a step may overshoot max_dt by 1/64: a slow tick's 1 s plus the few us its work
+        # shifts the next sample is one step, not a second one of a few microseconds
+        self.max_dt_tol = self.max_dt_us + self.max_dt_us // 64
         self.tick_cost_us = int(cfg['tick_cost_us'])
         self.i2c_timing = bool(cfg['i2c_timing'])
         self.epoch_s = int(cfg['epoch_s'])
@@ -186,7 +191,21 @@ class World:
         self.ctrl_poll = None
         self.ctrl_every = max(1, int(cfg['ctrl_poll_ms'])) * 1000
         self.ctrl_next = _FAR
+        self.ctrl_base = self.ctrl_every
+        self.ctrl_wall = 0
         self.frozen_us = 0
+        # idle detection: the firmware's engine, caught on its first tick
+        self.idle_ok = bool(cfg['idle_wait']) and not self.realtime
+        self.eng = None
+        self._eng_cls = None
+        # wall ms a host byte was last seen (idle.py): none yet
+        self.host_seen = self.rt.ticks_add(self.rt.ticks_ms(), -2 * _idle.QUIET_MS)
+        self.ballast = None
+        self.run_state = -1
+        self._idle_poll = None
+        self.idle_waits = 0
+        self.idle_logged = False    # the last idle/active line said 'idle'
+        self.profiler = None         # profile.Profile when SICELL_EMU_PROFILE is set
         path = os.getenv('SICELL_EMU_CTRL')
         if path:
             self._open_ctrl(path)
@@ -197,6 +216,7 @@ class World:
             self._rt_anchor()
         self.dac_changed(self.dac)
         self._next = 0
+        self.fast_until = 0          # advance() below this needs no slow path
         self._recompute_next()
 
     # -- logging --------------------------------------------------------------------------
@@ -213,6 +233,7 @@ class World:
             self.cell = _cells.make_cell(name, self.seed, **overrides)
         else:                                   # pragma: no cover
             self.cell = _StandIn(**overrides)
+        self.analog.gen += 1
         self.cell_name = name
         self.t_cell = self.now
 
@@ -233,22 +254,40 @@ class World:
 
     def advance(self, dt_us):
         """let dt_us of virtual time pass (the firmware is sleeping or computing)"""
-        r = self._reset
-        if r is not None:
-            raise r
         t = self.now + dt_us
-        if t < self._next and not self.realtime:
+        if t < self.fast_until:
+            self.now = t
+            return
+        self._slow_advance(t)
+
+    def sleep(self, dt_us):
+        """the firmware sleeps dt_us: an idle board first waits in wall time (see Idle)"""
+        eng = self.eng
+        if eng is None:
+            self._find_engine()
+        else:
+            st = eng.state
+            if st != self.run_state:
+                self._state_changed(st)
+            if st != ST_RUNNING and self.idle_ok:
+                self.idle_wait(dt_us)
+        t = self.now + dt_us
+        if t < self.fast_until:
             self.now = t
             return
         self._slow_advance(t)
 
     def _slow_advance(self, target):
+        r = self._reset
+        if r is not None:
+            raise r
         if self.realtime:
             w = self._wall()
             if w > target:
                 target = w
         while True:
             if self.now >= self.ctrl_next:
+                self._ctrl_pace()
                 self.ctrl_next = self.now + self.ctrl_every
                 target += self.poll_ctrl()
             nxt = self._next
@@ -301,6 +340,7 @@ class World:
         if self.ctrl_next < n:
             n = self.ctrl_next
         self._next = n
+        self.fast_until = -1 if (self.realtime or self._reset is not None) else n
 
     def tick(self):
         """the fixed cost of one ticks_*() call"""
@@ -332,6 +372,13 @@ class World:
 
     def sync(self):
         """integrate the cell up to now, latching ADC conversions that completed before"""
+        self.latch_due()
+        self._integrate(self.now)
+
+    def latch_due(self):
+        """latch the ADC conversions that completed by now, each with the cell integrated
+        to its own completion time; the cell is left there (integrated on to the next
+        instant anything reads or changes it: one integration step less per conversion)"""
         t = self.now
         pend = self.pending
         while pend:
@@ -345,30 +392,29 @@ class World:
             self._integrate(best.t_done)
             if best.latch() is None:
                 pend.remove(best)
-        self._integrate(t)
 
     def _integrate(self, t):
         dt = t - self.t_cell
         if dt <= 0:
             return
-        cell = self.cell
-        an = self.analog
         step = self.max_dt_us
         while dt > 0:
-            h = step if dt > step else dt
-            cell.advance(an.cell_current(cell), h * 1e-6)
+            h = dt if dt <= self.max_dt_tol else step
+            self._step(h * 1e-6)
             dt -= h
         self.t_cell = t
 
+    def _step(self, dt_s):
+        cell = self.cell
+        cell.advance(self.analog.cell_current(cell), dt_s)
+        self.analog.gen += 1         # the cell moved: its voltages are new
+
     def sample_diff(self, mux):
         """differential input voltage for (p, n) node indexes, n = -1 for GND"""
-        an = self.analog
-        nodes = an.nodes(self.cell, an.cell_current(self.cell))
-        p, n = mux
-        return nodes[p] - (nodes[n] if n >= 0 else 0.0)
+        return self.analog.diff(self.cell, mux[0], mux[1])
 
     def noise_v(self, sps):
-        return self.analog.noise_v(analog.noise_rms_for_rate(sps))
+        return self.analog.noise_for_rate(sps)
 
     def dac_changed(self, chip):
         if chip is self.dac:
@@ -415,9 +461,11 @@ class World:
         self._recompute_next()
 
     def wdt_feed(self):
-        self.check()
+        # a feed only moves the deadline later: _next may stay early (the slow path
+        # recomputes it), which saves a recompute on every main-loop pass
+        if self._reset is not None:
+            raise self._reset
         self.wdt_last = self.now
-        self._recompute_next()
 
     def timer_add(self, tm):
         self.timers.append(tm)
@@ -432,6 +480,7 @@ class World:
     # -- resets -----------------------------------------------------------------------
     def raise_reset(self, cause, why=''):
         self._reset = BoardReset(cause, why)
+        self.fast_until = -1
         raise self._reset
 
     def power_fail(self, ms):
@@ -468,59 +517,9 @@ class World:
         self.cpu_freq = 125000000
         self.reset_cause = cause
         self.boots += 1
+        self.eng = None               # the firmware's modules are new: catch its engine again
+        self._eng_cls = None
         self._recompute_next()
-
-    # -- control channel --------------------------------------------------------------
-    def _open_ctrl(self, path):
-        import select
-        try:
-            self.ctrl = open(path, 'r+b')
-        except OSError:
-            self.ctrl = open(path, 'rb')
-        self.ctrl_poll = select.poll()
-        self.ctrl_poll.register(self.ctrl, select.POLLIN)
-        self.ctrl_next = 0
-
-    def poll_ctrl(self):
-        """read pending control lines; returns extra virtual us the firmware stays frozen.
-        commands: freeze <ms> | brownout <ms> | reset | noise on|off | quit"""
-        if self.ctrl is None:
-            return 0
-        extra = 0
-        while True:
-            ev = self.ctrl_poll.poll(0)
-            if not ev:
-                break
-            if ev[0][1] & ~1:            # POLLHUP / POLLERR without data
-                if not (ev[0][1] & 1):
-                    break
-            line = self.ctrl.readline()
-            if not line:
-                break
-            extra += self.command(line.decode().strip())
-        return extra
-
-    def command(self, line):
-        parts = line.split()
-        if not parts:
-            return 0
-        cmd = parts[0]
-        arg = parts[1] if len(parts) > 1 else ''
-        self.log('ctrl ' + line)
-        if cmd == 'freeze':
-            return int(arg) * 1000
-        if cmd == 'brownout':
-            self.power_fail(int(arg))
-        if cmd == 'reset':
-            self.raise_reset(SOFT_RESET, 'control reset')
-        if cmd == 'noise':
-            self.analog.noise = arg == 'on'
-            return 0
-        if cmd == 'quit':
-            self.sync()
-            raise EmuExit(0, 'control quit')
-        self.log('ctrl: unknown command ' + repr(line))
-        return 0
 
     # -- diagnostics ----------------------------------------------------------------------
     def heap_line(self):
