@@ -295,6 +295,16 @@ def check_all_views(
             for e in exp
         ]
         same("Parquet", got)
+    # energies: the export's per-sample energy at each half-cycle's last sample is the
+    # analysis's ∫ V dQ of that half-cycle (one rule, analysis.halfcycles.energy_curve)
+    ecols = {"lith": "Charging Energy / Wh", "delith": "Discharging Energy / Wh"}
+    for h in hcs:
+        k = int(h.idx[-1]) if h.idx.size else None
+        if k is None:
+            continue
+        want_wh = h.energy_cell_wh
+        assert table[ecols[h.kind]][k] == pytest.approx(want_wh, rel=1e-9, abs=1e-15), h.number
+        assert float(csv_rows[k][ecols[h.kind]]) == pytest.approx(want_wh, rel=1e-9, abs=1e-15)
     # cycle numbers: 0 before the first lithiation, then the half-cycle's cycle on its samples
     cyc = np.asarray(table["Cycle Count / 1"])
     for h in hcs:

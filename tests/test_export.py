@@ -78,7 +78,7 @@ def make_run(
     t = 0.0
     count = 0
     energy = {"chg": 0.0, "dis": 0.0}
-    prev_p = 0.0
+    prev_q = prev_v = 0.0
     v_prev = i_prev = 0.0
     for cyc in range(cycles):
         chg_acc = 0.0
@@ -93,6 +93,8 @@ def make_run(
                 cur = {0: 1e-4, 1: 1e-5 / 2**k, 3: -1e-4}.get(idx, 0.0)  # on the 1 nA grid
                 v = -0.3 + 0.01 * k + 0.1 * idx
                 flags = messages.F_STEP_FIRST if k == 0 else 0
+                if k == 0 and seq > 0 and idx in (0, 3):
+                    t -= 9.0  # current on 1 s after the rest's last sample: a usable interrupt
                 samples.append(SampleRecord(seq, t, v, cur, q, idx, cyc, 1, flags))
                 exp["Test Time / s"].append(t)
                 exp["Unix Time / s"].append(math.nan)  # the run recorded no start time
@@ -103,14 +105,15 @@ def make_run(
                 exp["Step Index / 1"].append(idx)
                 exp["Step Capacity / Ah"].append(q)
                 exp["Working Electrode Potential vs Li / V"].append(v + 0.62)
-                # energy: trapezoid of V·I between samples of one step (no step-last flags
-                # here, so no step-start interval), per half-cycle
-                p_now = v * cur
-                if k > 0 and idx in (0, 1):
-                    energy["chg"] += 0.5 * (prev_p + p_now) * 10.0 / 3600.0
-                if k > 0 and idx == 3:
-                    energy["dis"] -= 0.5 * (prev_p + p_now) * 10.0 / 3600.0
-                prev_p = p_now
+                # energy: ∫ V dQ of the board's count per half-cycle: V times the step's
+                # first charge, then trapezoids between the step's samples
+                dq = q if k == 0 else q - prev_q
+                v_mean = v if k == 0 else 0.5 * (v + prev_v)
+                if idx in (0, 1):
+                    energy["chg"] += v_mean * dq
+                if idx == 3:
+                    energy["dis"] -= v_mean * dq
+                prev_q, prev_v = q, v
                 exp["Charging Energy / Wh"].append(energy["chg"] if idx in (0, 1, 2) else 0.0)
                 exp["Discharging Energy / Wh"].append(energy["dis"] if idx in (3, 4) else 0.0)
                 # current interrupt at the first sample after a rest: R = -ΔV/ΔI
@@ -365,36 +368,45 @@ def _one_step_run(path: Path, samples: list[SampleRecord], events: list[EventRec
 
 
 def test_energy_never_across_a_pause(tmp_path: Path) -> None:
-    """Charging Energy integrates V·I by the cross-check's rules: a relay-open stretch adds
-    nothing (the power before it is held until the relay opens, the power after it counts
-    from the moment it closes), and a pause known only from its events is not bridged."""
+    """Charging Energy is ∫ V dQ over the board's count: the counter stands still while the
+    relay is open, relay-open samples (at the open-circuit potential) are not integrated and
+    hold the energy before them; at a constant V the energy is V times the board's capacity,
+    also when a pause is known only from its events."""
     first, opened = messages.F_STEP_FIRST, messages.F_OPEN
-    p_w = 0.5 * 1e-4  # 0.5 V × 100 µA
+    v_cc, i_cc = 0.5, 1e-4
 
-    def smp(seq: int, t: float, flags: int = 0) -> SampleRecord:
-        i, v = (0.0, 0.7) if flags & opened else (1e-4, 0.5)
-        return SampleRecord(seq, t, v, i, 1e-4 * t / 3600.0, 0, 0, 1, flags)
+    def smp(seq: int, t: float, pause: tuple[float, float], flags: int = 0) -> SampleRecord:
+        counted = min(t, pause[0]) + max(0.0, t - pause[1])  # seconds under current
+        i, v = (0.0, 0.7) if flags & opened else (i_cc, v_cc)
+        return SampleRecord(seq, t, v, i, i_cc * counted / 3600.0, 0, 0, 1, flags)
 
     with_samples = tmp_path / "open.db"
+    pz = (20.0, 500.0)
     _one_step_run(
         with_samples,
-        [smp(0, 0, first), smp(1, 10), smp(2, 20, opened), smp(3, 500, opened), smp(4, 510),
-         smp(5, 520)],
+        [smp(0, 0, pz, first), smp(1, 10, pz), smp(2, 20, pz, opened), smp(3, 500, pz, opened),
+         smp(4, 510, pz), smp(5, 520, pz)],
         [],
     )  # fmt: skip
     table, _ = bdf_table(with_samples)
     energy = table["Charging Energy / Wh"]
-    assert energy[-1] == pytest.approx(4 * p_w * 10 / 3600, rel=1e-9)
-    assert energy[3] == energy[2] == pytest.approx(2 * p_w * 10 / 3600, rel=1e-9)
+    assert energy[-1] == pytest.approx(v_cc * i_cc * 40 / 3600, rel=1e-9)  # 40 s under current
+    assert energy[3] == energy[2] == energy[1] == pytest.approx(v_cc * i_cc * 10 / 3600)
     assert list(table["Discharging Energy / Wh"]) == [0.0] * 6
 
     events_only = tmp_path / "events.db"
+    pz = (12.0, 500.0)
     pause = EventRecord(2, 12.0, messages.EV_PAUSED, "paused", 0, 0, 0, 0, 0)
     resume = EventRecord(3, 500.0, messages.EV_RESUMED, "resumed", 0, 0, 0, 0, 0)
-    _one_step_run(events_only, [smp(0, 0, first), smp(1, 10), smp(4, 510), smp(5, 520)],
-                  [pause, resume])  # fmt: skip
+    _one_step_run(
+        events_only,
+        [smp(0, 0, pz, first), smp(1, 10, pz), smp(4, 510, pz), smp(5, 520, pz)],
+        [pause, resume],
+    )  # fmt: skip
     table, _ = bdf_table(events_only)
-    assert table["Charging Energy / Wh"][-1] == pytest.approx(2 * p_w * 10 / 3600, rel=1e-9)
+    q_end = table["Charging Capacity / Ah"][-1]
+    assert q_end == pytest.approx(i_cc * 32 / 3600, abs=1e-9)  # (on the board's 1 nAh grid)
+    assert table["Charging Energy / Wh"][-1] == pytest.approx(v_cc * q_end, rel=1e-3)
 
 
 def _bdf_validate(path: Path) -> dict[str, Any]:

@@ -19,7 +19,6 @@ records, a reset or a gap); resistance is the current-interrupt value
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import math
 from dataclasses import dataclass
@@ -116,22 +115,25 @@ COLUMNS: tuple[ColumnSpec, ...] = (
     ),
     ColumnSpec(
         "Charging Energy / Wh",
-        "energy of the current lithiation half-cycle: the integral of Voltage × Current over "
-        "time (positive current lithiates, so it has the sign of the cell voltage); from 0 at "
-        "each half-cycle start, never integrated across a relay-open stretch, missing records, "
-        "a reset or a gap; held and reset like Charging Capacity",
+        "energy of the current lithiation half-cycle: the integral of Voltage over the board's "
+        "coulomb count (∫ V dQ, trapezoids between samples; it has the sign of the cell "
+        "voltage), the report's figure; from 0 at each half-cycle start, never integrated "
+        "across a relay-open stretch; held and reset like Charging Capacity",
         "computed",
     ),
     ColumnSpec(
         "Discharging Energy / Wh",
-        "energy of the current delithiation half-cycle: the integral of Voltage × (−Current) "
-        "over time (the sign of the cell voltage), by the same rules as Charging Energy",
+        "energy of the current delithiation half-cycle: the integral of Voltage over the "
+        "delithiated charge (the sign of the cell voltage), by the same rules as Charging "
+        "Energy",
         "computed",
     ),
     ColumnSpec(
         "Internal Resistance / ohm",
-        "series resistance by current interrupt (−ΔV/ΔI from the last rest sample to the first "
-        "sample under current), on that first sample; empty elsewhere",
+        "the half-cycle's measured series resistance, the one the report's IR-free curves use "
+        "(analysis.resistance.ir_choices): current interrupt, −ΔV/ΔI from the last rest sample "
+        "to the first sample under current, on that first sample; empty elsewhere and for "
+        "half-cycles without a usable measurement",
         "computed",
     ),
     ColumnSpec(
@@ -178,12 +180,13 @@ of the same capacities and energies as the samples' columns; efficiency = discha
 charging capacity (empty when either is missing)."""
 
 ENERGY_CONVENTION = (
-    "Charging Energy is the lithiation half-cycle's integral of Voltage × Current dt, "
-    "Discharging Energy the delithiation's of Voltage × (−Current) dt: positive current "
-    "lithiates the working electrode (the Si anode's 'charge'), Voltage is the cell voltage "
-    "(working − counter electrode), so each energy has the sign of the cell voltage (negative "
-    "against a counter electrode above the working electrode's potential); the samples are "
-    "integrated by the capacity cross-check's rules (analysis.crosscheck)"
+    "Charging Energy is the lithiation half-cycle's integral of Voltage over the lithiated "
+    "charge, Discharging Energy the delithiation's over the delithiated charge, both with the "
+    "charge from the board's coulomb count (∫ V dQ, analysis.halfcycles.energy_curve, the "
+    "same numbers as the report): positive current lithiates the working electrode (the Si "
+    "anode's 'charge'), Voltage is the cell voltage (working − counter electrode), so each "
+    "energy has the sign of the cell voltage (negative against a counter electrode above the "
+    "working electrode's potential); relay-open samples are never integrated across"
 )
 """The energies' sign convention (export metadata ``energy_convention``)."""
 
@@ -321,11 +324,18 @@ def start_time(meta: dict[str, Any]) -> tuple[int | None, dict[str, Any]]:
     return None, {"source": None, "note": "the run recorded no start time"}
 
 
+def _carry_forward(a: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Each NaN replaced by the last number before it (0 before the first)."""
+    known = ~np.isnan(a)
+    at = np.where(known, np.arange(len(a)), -1)
+    np.maximum.accumulate(at, out=at)
+    return np.where(at >= 0, a[np.maximum(at, 0)], 0.0)
+
+
 def bdf_columns(run: RunData) -> BdfColumns:
     """Fill every column of ``COLUMNS`` for a stored run."""
-    from sicell.analysis.crosscheck import interval_charges
     from sicell.analysis.halfcycles import half_cycles
-    from sicell.analysis.resistance import current_interrupt
+    from sicell.analysis.resistance import ir_choices
 
     n = len(run)
     t_ms = _grid(run.t_s, 1000)
@@ -342,29 +352,23 @@ def bdf_columns(run: RunData) -> BdfColumns:
     cap = np.asarray(np.rint(model.capacities(q_nah.tolist())), dtype=np.int64).reshape(n)
     zero = np.zeros(n, dtype=np.int64)
 
-    # energies: cell voltage × current by the cross-check's rules, accumulated per half-cycle
-    energy = np.zeros(n, dtype=np.float64)
-    hc_energy = [0.0] * len(model.half_cycles)
-    if n:
-        power = dataclasses.replace(run, current_a=run.voltage_v * run.current_a)
-        e_int, _ = interval_charges(power, run_id)  # W·h per interval (the function's /3600)
-        last_h = -1
-        for r in runs:
-            sl = slice(r.first, r.last + 1)
-            if r.half_cycle >= 0:
-                h = r.half_cycle
-                d = model.half_cycles[h].direction
-                cum = hc_energy[h] + np.cumsum(d * e_int[sl])
-                energy[sl] = cum
-                hc_energy[h] = float(cum[-1])
-                last_h = h
-            else:
-                energy[sl] = hc_energy[last_h] if last_h >= 0 else 0.0
+    # energies: the half-cycles' ∫ V dQ (analysis.halfcycles.energy_curve, the report's
+    # figure), carried over relay-open points and the rests after a half-cycle
+    hcs = half_cycles(run)
+    energy = np.full(n, np.nan)
+    for hc in hcs:
+        energy[hc.idx] = hc.cell_wh
+        first = model.half_cycles[hc.number].runs[0].first
+        if np.isnan(energy[first]):
+            energy[first] = 0.0  # a half-cycle that starts relay-open starts from nothing
+    energy = _carry_forward(energy)
+    hc_energy = [h.energy_cell_wh for h in hcs]
     energy = _computed(energy)
 
     resistance = np.full(n, np.nan)
-    if n:
-        for p in current_interrupt(run, hcs=half_cycles(run)):
+    for choice in ir_choices(run, hcs).values():  # the report's R, where it was measured
+        p = choice.point
+        if choice.source == "measured" and p is not None:
             at = np.flatnonzero((run.t_s == p.t_s) & (run.step == p.step))
             if at.size:
                 resistance[int(at[0])] = p.r_ohm

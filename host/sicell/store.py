@@ -73,6 +73,26 @@ def _encode(value: Any) -> str:
     return json.dumps(value, default=str, ensure_ascii=False)
 
 
+def _link_exclusive(src: Path, dst: Path) -> None:
+    """Give ``src`` the name ``dst`` at once, failing if ``dst`` exists."""
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        raise FileExistsError(
+            errno.EEXIST, "a run database already exists here; refusing to overwrite it", str(dst)
+        ) from None
+    except OSError as e:  # a file system without hard links: a rename, exclusive by a check
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        if dst.exists():
+            raise FileExistsError(
+                errno.EEXIST,
+                "a run database already exists here; refusing to overwrite it",
+                str(dst),
+            ) from None
+        os.replace(src, dst)
+
+
 class RunStore:
     """One run's SQLite log. Thread-safe: a lock serialises all access to the connection."""
 
@@ -125,51 +145,50 @@ class RunStore:
                 )
         if not p.parent.exists():
             raise FileNotFoundError(errno.ENOENT, "the directory does not exist", str(p.parent))
-        # create the file exclusively so two clients racing for one name cannot both win
-        try:
-            fd = os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            raise FileExistsError(
-                errno.EEXIST, "a run database already exists here; refusing to overwrite it", str(p)
-            ) from None
-        os.close(fd)
-        try:
-            con = cls._connect(p)
-        except BaseException:
-            p.unlink(missing_ok=True)
-            raise
         from sicell.schedule import CONVENTIONS  # here: readers of a store need no schedules
 
         all_meta: dict[str, Any] = {"schema_version": schema.SCHEMA_VERSION}
         all_meta["conventions"] = dict(CONVENTIONS)
         all_meta.update(meta)
         all_meta["schema_version"] = schema.SCHEMA_VERSION
+        # Laid out under a private name and linked into place whole: a reader (status, a
+        # second terminal, a test waiting for rows) sees no file or a complete run database,
+        # never an empty SQLite file; the link is exclusive, so two clients racing for one
+        # name cannot both win.
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.{id(meta):x}.creating")
         try:
-            con.executescript(schema.DDL + EVENT_REASONS_DDL)
-            con.execute("BEGIN IMMEDIATE")
-            con.executemany(
-                "INSERT INTO meta(key, value) VALUES (?, ?)",
-                [(str(k), _encode(v)) for k, v in all_meta.items()],
-            )
-            con.executemany(
-                "INSERT INTO steps(idx, kind, current_a, voltage_v, label) VALUES (?,?,?,?,?)",
-                [
-                    (int(i), str(k), _opt(c), _opt(v), (lb if lb else None))
-                    for i, k, c, v, lb in steps
-                ],
-            )
-            con.execute("COMMIT")
+            con = sqlite3.connect(str(tmp), isolation_level=None)
+            try:
+                con.executescript(schema.DDL + EVENT_REASONS_DDL)
+                con.execute("BEGIN IMMEDIATE")
+                con.executemany(
+                    "INSERT INTO meta(key, value) VALUES (?, ?)",
+                    [(str(k), _encode(v)) for k, v in all_meta.items()],
+                )
+                con.executemany(
+                    "INSERT INTO steps(idx, kind, current_a, voltage_v, label) VALUES (?,?,?,?,?)",
+                    [
+                        (int(i), str(k), _opt(c), _opt(v), (lb if lb else None))
+                        for i, k, c, v, lb in steps
+                    ],
+                )
+                con.execute("COMMIT")
+            finally:
+                con.close()
+            _link_exclusive(tmp, p)
         except sqlite3.Error as e:
-            if con.in_transaction:
-                con.execute("ROLLBACK")
-            con.close()
-            p.unlink(missing_ok=True)
-            for suffix in ("-wal", "-shm"):
-                Path(str(p) + suffix).unlink(missing_ok=True)
             if _is_full(e):
                 raise StoreFullError(
                     p, f"disk or quota full while creating the run database ({e})"
                 ) from e
+            raise
+        finally:
+            for f in (tmp, Path(str(tmp) + "-journal")):
+                f.unlink(missing_ok=True)
+        try:
+            con = cls._connect(p)
+        except BaseException:
+            p.unlink(missing_ok=True)
             raise
         return cls(p, con)
 

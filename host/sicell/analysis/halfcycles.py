@@ -34,7 +34,9 @@ class HalfCycle:
     (the board's count: its first point holds the charge of the step's first tick).
     ``board_ah`` is the half-cycle's capacity (the board's count over its steps);
     ``integral_ah`` the samples' integral of current over the same steps (the cross-check),
-    ``skipped`` where that integral was not taken.
+    ``skipped`` where that integral was not taken. ``cell_wh`` is the energy (cell voltage,
+    :func:`energy_curve`) accumulated since the half-cycle start at each point of ``idx``:
+    the export's per-sample energies and ``energy_cell_wh`` are the same numbers.
     """
 
     number: int
@@ -44,6 +46,7 @@ class HalfCycle:
     q_ah: FloatArray
     energy_we_wh: float
     energy_cell_wh: float
+    cell_wh: FloatArray
     board_ah: float
     t_start_s: float
     t_end_s: float
@@ -154,6 +157,7 @@ def _half_cycle(
     d = h.direction
     parts: list[IndexArray] = []
     qs: list[FloatArray] = []
+    es: list[FloatArray] = []
     e_we = e_cell = integral = 0.0
     for r in h.runs:
         j = np.arange(r.first, r.last + 1)
@@ -163,10 +167,13 @@ def _half_cycle(
         qs.append(r.base_ah + q)
         integral += d * float(run_integral[r.index])
         if j.size:
-            e_we += _energy(run.we_v[j], q)
-            e_cell += _energy(run.voltage_v[j], q)
+            e_we += float(energy_curve(run.we_v[j], q)[-1])
+            cell = e_cell + energy_curve(run.voltage_v[j], q)
+            es.append(cell)
+            e_cell = float(cell[-1])
     idx = np.concatenate(parts) if parts else np.zeros(0, dtype=np.intp)
     q_ah = np.concatenate(qs) if qs else np.zeros(0, dtype=np.float64)
+    cell_wh = np.concatenate(es) if es else np.zeros(0, dtype=np.float64)
     span = idx if idx.size else np.arange(h.runs[0].first, h.runs[-1].last + 1)
     last = h.runs[-1]
     return HalfCycle(
@@ -177,6 +184,7 @@ def _half_cycle(
         q_ah=q_ah,
         energy_we_wh=e_we,
         energy_cell_wh=e_cell,
+        cell_wh=cell_wh,
         board_ah=h.capacity_ah,
         t_start_s=float(run.t_s[span[0]]),
         t_end_s=float(run.t_s[span[-1]]),
@@ -188,10 +196,16 @@ def _half_cycle(
     )
 
 
-def _energy(v: FloatArray, q: FloatArray) -> float:
-    """∫ V dQ over a step's points (Wh): from no charge to the first point at its potential,
-    then the trapezoid between points."""
-    return float(v[0] * q[0] + np.sum(0.5 * (v[1:] + v[:-1]) * np.diff(q)))
+def energy_curve(v: FloatArray, q: FloatArray) -> FloatArray:
+    """The one energy rule: ∫ V dQ over a step's points (Wh) with Q the board's count, at each
+    point: from no charge to the first point at its potential, then the trapezoid between
+    points (points with the relay open are not passed in, so nothing is integrated across
+    them)."""
+    inc = np.empty(len(v), dtype=np.float64)
+    if len(v):
+        inc[0] = v[0] * q[0]
+        inc[1:] = 0.5 * (v[1:] + v[:-1]) * np.diff(q)
+    return np.cumsum(inc)
 
 
 def half_cycle_of_sample(run: RunData, hcs: Sequence[HalfCycle]) -> NDArray[np.int64]:
