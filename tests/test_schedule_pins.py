@@ -28,7 +28,7 @@ LIMITS = BoardLimits(
 PINS: dict[str, dict[str, str]] = {
     "film-quick.toml": {
         "blob_sha256": "d9649105a5fd539d0cd85d1533a445614e502fc9951bd5cf6b07451cc35bc240",
-        "derived_sha256": "efd7e7ebdbbee26406bb5dcd2d9806c17f354ca850c5ad7918fd79dc0d073c76",
+        "derived_sha256": "5346140afb6e4b8656d37c0776625dce05cdfed5a9c2991a470bc965cedc400f",
     },
     "paper-cycling.toml": {
         "blob_sha256": "feebc0f3114a24293ce6e56e090b22b53acf3d6c39a724b6257a8feb9e6631dc",
