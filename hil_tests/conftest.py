@@ -23,7 +23,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from hil_tests.rig import Rig, RigError, load_rig
+from hil_tests.rig import EMULATOR_RIGS, Rig, RigError, load_rig
 from tests import leakcheck
 
 EMU_LINGER_S = 120  # an emulator without a host for this long exits by itself
@@ -40,8 +40,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption(
         "--rig",
         default=None,
-        help="rig file describing the dummy load and tolerances "
-        "(default: hil_tests/rig-emulator.toml; format: hil_tests/rig-example.toml)",
+        help="rig file describing the dummy load and tolerances (default on the emulator: "
+        "each of hil_tests/rig-emulator*.toml in turn; format: hil_tests/rig-example.toml)",
     )
     g.addoption(
         "--emu-seed",
@@ -68,6 +68,17 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def leak_check() -> Iterator[None]:
     """A test that leaves an emulator, a board process or a port open fails (tests/leakcheck)."""
     yield from leakcheck.check()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Without --rig, the emulator runs every rig-dependent test once per emulator rig (the RC
+    dummy and the resistor): each test meets each load kind it makes sense for."""
+    if "target" not in metafunc.fixturenames:
+        return
+    given = metafunc.config.getoption("--rig")
+    rigs = [given] if given or _on_hardware(metafunc.config) else [str(p) for p in EMULATOR_RIGS]
+    ids = [Path(r).stem.replace("rig-", "") if r else "rig" for r in rigs]
+    metafunc.parametrize("target", rigs, indirect=True, scope="session", ids=ids)
 
 
 def _on_hardware(config: pytest.Config) -> bool:
@@ -137,7 +148,7 @@ class Target:
 def target(request: pytest.FixtureRequest) -> Iterator[Target]:
     cfg = request.config
     port = cfg.getoption("--port")
-    rig_path = cfg.getoption("--rig")
+    rig_path = getattr(request, "param", None) or cfg.getoption("--rig")
     hardware = _on_hardware(cfg)
     if hardware and not rig_path:
         pytest.exit(
@@ -150,7 +161,7 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
     except RigError as e:
         pytest.exit(str(e), returncode=4)
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw")
-    tag = f"{os.getpid() % 100000}{worker.replace('gw', 'w')}"
+    tag = f"{os.getpid() % 100000}{worker.replace('gw', 'w')}{rig.dummy.kind[0]}"  # one per rig
     t = Target(hardware, port if hardware else None, rig, int(cfg.getoption("--emu-seed")), tag)
     yield t
     if not hardware:

@@ -437,3 +437,16 @@ def trapz(t: list[float], y: list[float]) -> float:
 def mean(xs: Iterable[float]) -> float:
     v = list(xs)
     return sum(v) / len(v) if v else float("nan")
+
+
+# ---- how long to wait for a board's answer --------------------------------------------------
+LINK_FLOOR_BPS = 2000  # bytes/s a board reads at worst (an RP2040 reading one byte per poll
+# managed ~5.5 kB/s; a third of that), so a burst of n bytes is read within n / this
+
+
+def reply_wait_s(board: Any, sent_bytes: int = 0) -> float:
+    """Bound on the wait for the board's answer to ``sent_bytes`` just written: the client's
+    request timeout, the time the board needs to read the bytes, and a few of its ticks
+    (``INFO.tick_ms``). A bound, not a sleep: callers return as soon as the answer is in."""
+    tick_s = (board.info.tick_ms if board.info is not None else 100) / 1000.0
+    return float(board.timeout) + sent_bytes / LINK_FLOOR_BPS + 10 * tick_s

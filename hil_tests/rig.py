@@ -12,25 +12,48 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 EMULATOR_RIG = HERE / "rig-emulator.toml"
+EMULATOR_RIGS = (EMULATOR_RIG, HERE / "rig-emulator-resistor.toml")  # CI runs the suite on each
 
 
 class RigError(ValueError):
     """The rig file is missing a key or has a value that makes no sense."""
 
 
+KINDS = ("rc", "resistor", "cell")
+"""What can be wired to the cell terminals (rig-example.toml documents each):
+``rc`` a series resistor then a capacitor with a parallel leak resistor; ``resistor`` a plain
+resistor; ``cell`` a real cell of known capacity (tests that would drive it past its window or
+need a dummy's equations skip on it)."""
+
+
 @dataclass(frozen=True)
 class Dummy:
-    """The dummy cell: ``r_series`` then ``c`` ∥ ``r_parallel`` (rc), or a plain resistor."""
+    """The load: ``r_series`` then ``c`` ∥ ``r_parallel`` (rc), a plain resistor, or a real
+    cell of ``capacity_mah`` (its ``r_series_ohm`` is its internal resistance, for estimates)."""
 
     kind: str
     r_series_ohm: float
     c_farad: float = 0.0
     r_parallel_ohm: float = 0.0
     v0_v: float = 0.0
+    capacity_mah: float = 0.0
+
+    @property
+    def has_dynamics(self) -> bool:
+        """Whether the terminal voltage moves gradually under a constant current (a capacitor
+        or a cell), so a cutoff is approached and a CV current tapers."""
+        return self.kind == "cell" or (self.kind == "rc" and self.c_farad > 0)
+
+    @property
+    def dc_path(self) -> bool:
+        """Whether a settled current flows through known resistance (I = -V / R holds)."""
+        return self.kind != "cell" and self.r_dc_ohm < float("inf")
 
     @property
     def r_dc_ohm(self) -> float:
         """Resistance the load presents at DC (what a settled current sees)."""
+        if self.kind == "cell":
+            return float("inf")
         if self.kind == "resistor":
             return self.r_series_ohm
         if self.r_parallel_ohm <= 0:
@@ -46,6 +69,8 @@ class Dummy:
 
     def emu_query(self) -> dict[str, str]:
         """``emu://`` query overrides that make the emulated cell this dummy."""
+        if self.kind == "cell":
+            raise RigError("a rig with a real cell needs a real board (--port)")
         if self.kind == "resistor":
             return {"cell.r_ohm": f"{self.r_series_ohm:g}"}
         return {
@@ -117,15 +142,20 @@ def _num(d: dict[str, Any], table: str, key: str, default: float | None = None) 
 def parse_rig(text: str, path: Path | None = None) -> Rig:
     d = tomllib.loads(text)
     kind = str(_get(d, "dummy", "kind"))
-    if kind not in ("rc", "resistor"):
-        raise RigError(f"rig file: [dummy] kind must be 'rc' or 'resistor', got {kind!r}")
+    if kind not in KINDS:
+        raise RigError(
+            f"rig file: [dummy] kind must be one of {', '.join(map(repr, KINDS))}, got {kind!r}"
+        )
     dummy = Dummy(
         kind=kind,
         r_series_ohm=_num(d, "dummy", "r_series_ohm"),
         c_farad=_num(d, "dummy", "c_farad") if kind == "rc" else 0.0,
         r_parallel_ohm=_num(d, "dummy", "r_parallel_ohm") if kind == "rc" else 0.0,
         v0_v=_num(d, "dummy", "v0_v", 0.0) if "v0_v" in d.get("dummy", {}) else 0.0,
+        capacity_mah=_num(d, "dummy", "capacity_mah") if kind == "cell" else 0.0,
     )
+    if kind == "cell" and dummy.capacity_mah <= 0:
+        raise RigError("rig file: [dummy] capacity_mah must be > 0 for a cell")
     if dummy.r_series_ohm <= 0:
         raise RigError("rig file: [dummy] r_series_ohm must be > 0")
     fs = _get(d, "tolerance", "current_fs_pct")

@@ -7,75 +7,108 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from sicell.client import Board, BoardError, CalEntry
 from sicell.protocol import messages as M
 from sicell.protocol.framing import PROTO_MAJOR
+from sicell.transport import TransportError
 
 from hil_tests.conftest import Dut, Target
-
-CHANNELS = (0, 1, 2)  # voltage reading, current reading, current set point (firmware/calibration)
-
-
-def _entries(board: Board) -> dict[tuple[int, int], CalEntry]:
-    assert board.info is not None
-    out = {}
-    for r in range(board.info.n_ranges):
-        for ch in CHANNELS:
-            try:
-                out[(r, ch)] = board.cal_get(r, ch)
-            except BoardError as e:
-                if ch == 2 and e.code in (M.E_RANGE, M.E_LENGTH):
-                    continue  # a firmware with two channels per range
-                raise
-    return out
+from hil_tests.rigguard import (
+    CalibrationGuard,
+    guarded_calibration,
+    read_calibration,
+    reopen,
+    restore_pending,
+)
 
 
-def _reopen_after_reset(board: Board, timeout: float = 30.0) -> None:
-    """Soft-reset the board and handshake again on the same port."""
-    board.reset()
-    end = time.monotonic() + timeout
-    while True:
-        try:
-            board.hello(timeout=3.0)
-            return
-        except Exception:
-            if time.monotonic() > end:
-                raise
-            time.sleep(0.2)
-
-
-def test_calibration_round_trip(module_board: Board) -> None:
-    board = module_board
-    before = _entries(board)
-    assert before, "the board reports no calibration entries"
-    want = {
+def _bogus(before: dict[tuple[int, int], CalEntry]) -> dict[tuple[int, int], CalEntry]:
+    """Entries unlike any real calibration, inside what the board accepts (gain within 10 %)."""
+    return {
         key: CalEntry(
             key[0], key[1], 100 * (key[0] + 1) - 37 * key[1], 1_000_000 + 250 * key[0] - 90
         )
         for key in before
     }
+
+
+@pytest.fixture
+def guard_dir(request: pytest.FixtureRequest) -> Path:
+    """Where the rig guard keeps its restore markers (the pytest cache)."""
+    return Path(request.config.cache.mkdir("sicell-hil"))
+
+
+def test_calibration_round_trip(dut: Dut, guard_dir: Path) -> None:
+    """CAL_SET, CAL_SAVE, RESET: the board comes back (a real USB port goes away and returns)
+    reporting a soft reset, with the saved calibration; the rig's own calibration is put back
+    afterwards, whatever happens."""
+    board = Board.open(dut.port, hello_timeout=20.0)
     try:
-        for e in want.values():
-            board.cal_set(e)
-        applied = _entries(board)
-        assert applied == want, "CAL_GET does not return what CAL_SET applied"
-        board.cal_save()
-        _reopen_after_reset(board)
-        assert board.info is not None
-        assert board.info.reset_cause == M.RC_SOFT, board.info.reset_cause_name
-        after = _entries(board)
-        diff = {k: (want[k], after.get(k)) for k in want if after.get(k) != want[k]}
-        assert not diff, f"calibration lost across the reset: {diff}"
+        with guarded_calibration(dut.port, board, guard_dir) as g:
+            assert g.before, "the board reports no calibration entries"
+            assert g.marker.exists(), "no restore marker written before the change"
+            want = _bogus(g.before)
+            for e in want.values():
+                board.cal_set(e)
+            assert read_calibration(board) == want, "CAL_GET does not return what CAL_SET applied"
+            board.cal_save()
+            board.reset()
+            board.close()  # a reset ends the USB link: a new connection, as the host makes one
+            board = reopen(dut.port, g.board_id)
+            assert board.info is not None
+            assert board.info.reset_cause == M.RC_SOFT, board.info.reset_cause_name
+            after = read_calibration(board)
+            diff = {k: (want[k], after.get(k)) for k in want if after.get(k) != want[k]}
+            assert not diff, f"calibration lost across the reset: {diff}"
+        assert read_calibration(board) == g.before
+        assert not g.marker.exists()
     finally:
-        # leave the board as it was (a real rig keeps its calibration)
-        for e in before.values():
+        board.close()
+
+
+@pytest.mark.emulator_only
+def test_link_killed_mid_round_trip_leaves_the_calibration(dut: Dut, guard_dir: Path) -> None:
+    """The USB link dies after a bogus calibration was saved: the guard reconnects once the
+    board is back and restores the calibration exactly."""
+    board = Board.open(dut.port, hello_timeout=20.0)
+    guard = CalibrationGuard(dut.port, board, guard_dir)
+    killed = False
+    try:
+        for e in _bogus(guard.before).values():
             board.cal_set(e)
         board.cal_save()
-    assert _entries(board) == before
+        dut.control().unplug(1.0, mode="hangup")
+        killed = True
+        with pytest.raises((TransportError, BoardError)):
+            for _ in range(50):  # the hangup reaches this link within a few requests
+                board.cal_get(0, 0)
+    finally:
+        guard.restore(board)
+        board.close()
+    assert killed
+    assert not guard.marker.exists()
+    with reopen(dut.port, guard.board_id) as b:
+        assert read_calibration(b) == guard.before
+
+
+@pytest.mark.emulator_only
+def test_an_interrupted_restore_is_finished_by_the_next_run(dut: Dut, guard_dir: Path) -> None:
+    """A marker left by a run that died before restoring: the next session's
+    ``restore_pending`` puts the calibration back and removes the marker."""
+    with Board.open(dut.port, hello_timeout=20.0) as board:
+        guard = CalibrationGuard(dut.port, board, guard_dir)
+        for e in _bogus(guard.before).values():
+            board.cal_set(e)
+        board.cal_save()
+    said: list[str] = []
+    assert restore_pending(dut.port, guard_dir, said.append) == 1  # (the test run "died")
+    assert not guard.marker.exists() and said
+    with reopen(dut.port, guard.board_id) as b:
+        assert read_calibration(b) == guard.before
+    assert restore_pending(dut.port, guard_dir, said.append) == 0
 
 
 def test_calibration_refuses_absurd_values(module_board: Board) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,6 +17,8 @@ from sicell.protocol import framing as F
 from sicell.protocol import messages as M
 from sicell.protocol import schedule as S
 from sicell.transport import Frame
+
+from hil_tests.harness import reply_wait_s
 
 
 def _raw_frame(msg_type: int, seq: int, payload: bytes, *, crc_xor: int = 0) -> bytes:
@@ -30,23 +33,40 @@ def _raw_frame(msg_type: int, seq: int, payload: bytes, *, crc_xor: int = 0) -> 
     return bytes(out[: n + 1])
 
 
-def _nacks(
-    board: Board, wait: float = 2.0, *, until_seq: int | None = None, count: int = 0
-) -> list[Frame]:
-    """Non-record frames arriving within ``wait`` s; returns early once the frame with seq
-    ``until_seq`` or ``count`` NACKs arrived."""
+def _nacks(board: Board, sent_bytes: int, done: Callable[[list[Frame]], bool]) -> list[Frame]:
+    """Non-record frames until ``done(frames)`` holds, or at most ``reply_wait_s`` for the
+    ``sent_bytes`` just written (harness: from the board's tick and the link's floor rate)."""
     got: list[Frame] = []
-    end = time.monotonic() + wait
+    end = time.monotonic() + reply_wait_s(board, sent_bytes)
     while time.monotonic() < end:
         for fr in board.link.receive(0.1):
             if fr.type in (M.SAMPLE, M.EVENT):
                 continue
             got.append(fr)
-            if until_seq is not None and fr.seq == until_seq:
-                return got
-            if count and sum(1 for f in got if f.type == M.NACK) >= count:
+            if done(got):
                 return got
     return got
+
+
+def _nack_with(code: int, detail: int | None = None) -> Callable[[list[Frame]], bool]:
+    """Done once a NACK with ``code`` (and ``detail``) arrived: a frame error's NACK carries no
+    request id, so it is matched by what it says."""
+
+    def done(frames: list[Frame]) -> bool:
+        return any(
+            f.type == M.NACK
+            and _nack_fields(f)[1] == code
+            and (detail is None or _nack_fields(f)[2] == detail)
+            for f in frames
+        )
+
+    return done
+
+
+def _answers_to(*ids: int) -> Callable[[list[Frame]], bool]:
+    """Done once a reply (any type) to each request id arrived; stale replies do not count."""
+    want = set(ids)
+    return lambda frames: want <= {f.seq for f in frames}
 
 
 def _nack_fields(fr: Frame) -> tuple[int, int, int]:
@@ -62,8 +82,9 @@ def _still_alive(board: Board) -> None:
 
 
 def test_wrong_crc_is_nacked(module_board: Board) -> None:
-    module_board.link.write_raw(_raw_frame(M.PING, 0x1111, M.pack(M.PING, 7), crc_xor=0x5A5A))
-    frames = _nacks(module_board, count=1)
+    raw = _raw_frame(M.PING, 0x1111, M.pack(M.PING, 7), crc_xor=0x5A5A)
+    module_board.link.write_raw(raw)
+    frames = _nacks(module_board, len(raw), _nack_with(M.E_FRAME, F.E_CRC))
     nacks = [_nack_fields(f) for f in frames if f.type == M.NACK]
     assert any(code == M.E_FRAME and detail == F.E_CRC for _, code, detail in nacks), (
         f"no NACK E_FRAME/E_CRC for a frame with a bad CRC; got {frames}"
@@ -74,8 +95,9 @@ def test_wrong_crc_is_nacked(module_board: Board) -> None:
 
 def test_oversized_frame_is_nacked(module_board: Board) -> None:
     # 4 KB of non-zero bytes then a delimiter: far beyond MAX_ENCODED
-    module_board.link.write_raw(b"\x00" + bytes([0x55]) * 4096 + b"\x00")
-    frames = _nacks(module_board, count=1)
+    burst = b"\x00" + bytes([0x55]) * 4096 + b"\x00"
+    module_board.link.write_raw(burst)
+    frames = _nacks(module_board, len(burst), _nack_with(M.E_FRAME, F.E_LONG))
     nacks = [_nack_fields(f) for f in frames if f.type == M.NACK]
     assert any(code == M.E_FRAME and detail == F.E_LONG for _, code, detail in nacks), (
         f"no NACK E_FRAME/E_LONG for an oversized frame; got {nacks}"
@@ -83,15 +105,23 @@ def test_oversized_frame_is_nacked(module_board: Board) -> None:
     # and a frame whose payload is over MAX_PAYLOAD but still COBS-valid
     big = _raw_frame(M.PING, 0x2222, bytes(range(1, 256)) * 2)
     module_board.link.write_raw(big)
-    frames = _nacks(module_board, count=1)
+    frames = _nacks(
+        module_board,
+        len(big),
+        lambda fs: _answers_to(0x2222)(fs) or _nack_with(M.E_FRAME, F.E_LONG)(fs),
+    )
     assert any(f.type == M.NACK for f in frames), f"no NACK for a 510-byte payload; got {frames}"
     _still_alive(module_board)
 
 
 def test_unknown_type_is_nacked(module_board: Board) -> None:
-    for t in (0x3E, 0x00, 0x7F, 0xFF):
-        module_board.link.write_raw(_raw_frame(t, 0x3300 + t, b"\x01\x02"))
-    frames = _nacks(module_board, count=4)
+    types = (0x3E, 0x00, 0x7F, 0xFF)
+    raws = [_raw_frame(t, 0x3300 + t, b"\x01\x02") for t in types]
+    for raw in raws:
+        module_board.link.write_raw(raw)
+    frames = _nacks(
+        module_board, sum(len(r) for r in raws), _answers_to(*(0x3300 + t for t in types))
+    )
     nacks = {f.seq: _nack_fields(f) for f in frames if f.type == M.NACK}
     for t in (0x3E, 0x00, 0x7F, 0xFF):
         assert 0x3300 + t in nacks, f"no NACK for message type 0x{t:02x}; got {frames}"
@@ -112,8 +142,9 @@ def test_unknown_type_is_nacked(module_board: Board) -> None:
     ids=["ping-short", "hello-empty", "status-extra", "calset-short", "schedread-long"],
 )
 def test_wrong_length_is_nacked(module_board: Board, msg_type: int, payload: bytes) -> None:
-    module_board.link.write_raw(_raw_frame(msg_type, 0x4444, payload))
-    frames = _nacks(module_board, until_seq=0x4444)
+    raw = _raw_frame(msg_type, 0x4444, payload)
+    module_board.link.write_raw(raw)
+    frames = _nacks(module_board, len(raw), _answers_to(0x4444))
     nacks = [_nack_fields(f) for f in frames if f.type == M.NACK and f.seq == 0x4444]
     assert nacks, f"no NACK for {M.NAMES[msg_type]} with {len(payload)} payload bytes: {frames}"
     assert nacks[0][1] == M.E_LENGTH, f"NACK code {nacks[0][1]}, expected E_LENGTH"
@@ -196,8 +227,12 @@ def test_garbage_storm_then_ping(module_board: Board) -> None:
             junk += b"\x00" * rnd.randrange(1, 5)
         else:
             junk += F.encode_frame(M.PING, 0x5555, M.pack(M.PING, 3), version=0x20)
+    # then a PING of a known id: the board answers in order, so its PONG comes after every
+    # answer to the junk
+    junk += _raw_frame(M.PING, 0x6666, M.pack(M.PING, 9))
     module_board.link.write_raw(bytes(junk))
-    frames: list[Any] = _nacks(module_board, 2.0)
+    frames: list[Any] = _nacks(module_board, len(junk), _answers_to(0x6666))
+    assert any(f.seq == 0x6666 and f.type == M.PONG for f in frames), "no PONG after the junk"
     assert all(f.type in (M.NACK, M.PONG, M.OK, M.INFO, M.STATUS) for f in frames)
     for f in frames:
         if f.type == M.NACK and f.seq == 0x5555:

@@ -43,6 +43,8 @@ def trip_plan(rig: Rig) -> Plan:
 
 
 def test_safety_trip_opens_relay_within_debounce(dut: Dut, rig: Rig, db_path: Path) -> None:
+    if rig.dummy.kind == "cell":
+        pytest.skip("the trip drives the load past the safety window: never a real cell")
     plan = trip_plan(rig)
     out = run_plan(dut.port, plan, db_path, timeout=120)
     db = out.db
