@@ -35,13 +35,16 @@ def inv_dev(gain_ppm):
 
 
 def correct(raw, off, k):
-    """(raw - off) / gain with k = inv_dev(gain); integer only, |products| < 2**30 for
-    |raw - off| up to ~1e7 and |k| <= 1e5"""
+    """(raw - off) / gain with k = inv_dev(gain); integer only: every product stays inside the
+    RP2040's small ints (|x| < 2**30) for |raw - off| up to ~5e8 and |k| <= 111112 (gain within
+    MAX_DEV). k is split in thousands so a * k is never formed: a * (k // 1000) * 1000 + a * (k %
+    1000) is a * k, and floor division by 1000 takes the first part whole."""
     d = raw - off
     if k == 0:
         return d
     a = d // 1000
-    return d + (a * k) // 1000 + ((d - a * 1000) * k) // 1000000
+    kh = k // 1000
+    return d + a * kh + (a * (k - kh * 1000)) // 1000 + ((d - a * 1000) * k) // 1000000
 
 
 def two_point(x1, y1, x2, y2):

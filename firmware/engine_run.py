@@ -6,7 +6,7 @@ try:
     from micropython import const
 except ImportError:  # CPython
 
-    def const(x):
+    def const(x):  # type: ignore[misc]
         return x
 
 
@@ -47,6 +47,8 @@ _SF_TEMP = const(4)
 _SF_VMAX = const(2)
 _SF_VMIN = const(1)
 _SLOW_HORIZON = const(3)  # go fast when a V limit is predicted within this many slow ticks
+_SLOPE_MAX = const(500000000)  # µV/s: |slope| bound (the running mean's sum stays < 2**30)
+_SLOPE_EXACT = const(1000000)  # µV/s: _cross is exact up to here (remainder * 1000 < 2**30)
 _ST_HOLD = const(6)
 _ST_RUNNING = const(2)
 _ST_TRIPPED = const(5)
@@ -90,6 +92,10 @@ def _run(self, dt, measure):
         elif dv < -_DV_CLAMP:
             dv = -_DV_CLAMP
         s = dv * 1000 // dt
+        if s > _SLOPE_MAX:
+            s = _SLOPE_MAX
+        elif s < -_SLOPE_MAX:
+            s = -_SLOPE_MAX
         if self.slope_ok:
             self.slope = (self.slope + s) // 2
         else:
@@ -158,8 +164,9 @@ def _coulomb(self, x2, dt):
 
 
 def q_exact(self):
-    # Step charge as (nAh, remainder in 1/7,200,000 nAh) for tests.
-    return self.q_step, self.q_r1 * 7200 + self.q_r2
+    # Step charge as (nAh, remainder in 1/7,200,000 nAh, may be negative) for tests: the
+    # counter's half-nAh start (engine._HALF_NAH) taken back out.
+    return self.q_step, self.q_r1 * 7200 + self.q_r2 - 3600000
 
 
 def _dvdt(self, v):
@@ -418,9 +425,11 @@ def _plan(self, v):
             if t >= 0 and (land < 0 or t < land):
                 land = t
         elif q == _Q_TIME and self.l_op[j] != _OP_LE:
-            rem = (self.l_vs[j] - self.st_s) * 1000 + self.l_vms[j] - self.st_ms
-            if 0 < rem < delay:
-                delay = rem
+            ds = self.l_vs[j] - self.st_s
+            if ds < 1000000:  # further off than any tick (a limit of days: ds * 1000 > 2**30)
+                rem = ds * 1000 + self.l_vms[j] - self.st_ms
+                if 0 < rem < delay:
+                    delay = rem
     if near and delay > tick:
         delay = tick
     if land >= 0:
@@ -455,6 +464,10 @@ def _cross(self, d, slope):
     whole = ad // s
     if whole > 1000000:
         return -1
+    if s > _SLOPE_EXACT:
+        # steeper than 1 V/s (a current step's IR jump between two ticks): the remainder
+        # (< s) times 1000 would pass 2**30, so divide by s/1000 (at most 1 ms late)
+        return whole * 1000 + (ad - whole * s) // (s // 1000)
     return whole * 1000 + (ad - whole * s) * 1000 // s
 
 

@@ -1,15 +1,17 @@
 # USB CDC byte stream <-> frames, command dispatch, record streaming.
 #
-# poll() reads what the host sent without blocking (select.poll with timeout 0, then one byte
-# per readinto so a blocking stream never waits), feeds a framing.Deframer and answers every
-# frame: OK (echoing the request type; frame seq = the request id) or NACK (request type, a
-# messages.E_* code, a detail); malformed frames, unknown types, wrong lengths and absurd
-# schedules get a NACK, never an exception out of here. Then it streams records from the ring's
-# send pointer, at most MAX_TX frames per call. Nothing is streamed before the host asks for
-# records with HELLO or REPLAY (after a reset the host learns of it from INFO.reset_cause and the
-# EV_INTERRUPTED record). HELLO rewinds the send pointer to the oldest unacked record;
-# REPLAY(seq) moves it (to the oldest held, with NACK E_SEQ_GONE, when seq is gone); ACK(seq)
-# frees records. 0x03 is data here: main.py sets micropython.kbd_intr(-1) while the link runs.
+# poll() reads what the host sent without blocking, in batches into one preallocated buffer
+# (io.readinto: up to RX_CHUNK bytes, ending at the latest with the 0x00 that closes a frame, so
+# nothing after a frame is taken before that frame is handled), feeds each batch to a
+# framing.Deframer through a preallocated view of its length (nothing is allocated until a whole
+# frame is there) and answers every frame: OK (echoing the request type; frame seq = the request id)
+# or NACK (request type, a messages.E_* code, a detail); malformed frames, unknown types, wrong
+# lengths and absurd schedules get a NACK, never an exception out of here. Then it streams records
+# from the ring's send pointer, at most MAX_TX frames per call. Nothing is streamed before the host
+# asks for records with HELLO or REPLAY (after a reset the host learns of it from INFO.reset_cause
+# and the EV_INTERRUPTED record). HELLO rewinds the send pointer to the oldest unacked record;
+# REPLAY(seq) moves it (to the oldest held, with NACK E_SEQ_GONE, when seq is gone); ACK(seq) frees
+# records. 0x03 is data here: main.py sets micropython.kbd_intr(-1) while the link runs.
 
 import struct
 
@@ -19,6 +21,7 @@ from protocol import schedule as S
 
 FW_VERSION = (0, 1, 0)
 MAX_RX = 600  # bytes read per poll() (a few frames)
+RX_CHUNK = 32  # bytes per batch (one preallocated view per batch length: ~0.6 KB)
 MAX_TX = 16  # records streamed per poll()
 
 
@@ -33,23 +36,86 @@ class StdIO:
         self.poller = select.poll()
         self.poller.register(sys.stdin, select.POLLIN)
         self.b1 = bytearray(1)
+        self.prev = 0  # the last byte read (a 0x00 after a non-zero one closes a frame)
+
+    def _ready(self):
+        # a byte is waiting (ipoll allocates nothing, unlike poll)
+        for _s, ev in self.poller.ipoll(0):
+            if ev & 1:
+                return True
+        return False
 
     def read_byte(self):
         # next byte, or -1 when nothing is waiting (never blocks)
-        ev = self.poller.poll(0)
-        if not ev or not (ev[0][1] & 1):
+        if not self._ready() or self.inp.readinto(self.b1, 1) != 1:
             return -1
-        if self.inp.readinto(self.b1, 1) != 1:
-            return -1
-        return self.b1[0]
+        self.prev = self.b1[0]
+        return self.prev
+
+    def readinto(self, buf):
+        # The bytes waiting, into buf from 0: up to len(buf), and up to the first 0x00 that
+        # follows a non-zero byte (a frame's end); returns how many (0: none). Never blocks:
+        # stdin's readinto waits until every byte asked for came, so each byte is read alone
+        # once ipoll says one is waiting. Allocates nothing.
+        n = 0
+        cap = len(buf)
+        b1 = self.b1
+        inp = self.inp
+        poller = self.poller
+        prev = self.prev
+        while n < cap:
+            ready = False
+            for _s, ev in poller.ipoll(0):
+                if ev & 1:
+                    ready = True
+            if not ready or inp.readinto(b1, 1) != 1:
+                break
+            b = b1[0]
+            buf[n] = b
+            n += 1
+            if b == 0 and prev != 0:
+                prev = 0
+                break
+            prev = b
+        self.prev = prev
+        return n
 
     def write(self, data):
         self.out.write(data)
 
 
+class _ByteReader:
+    # readinto() (as StdIO's) over an I/O that only has read_byte() (-1: nothing waiting)
+    def __init__(self, io):
+        self.io = io
+        self.prev = 0
+
+    def readinto(self, buf):
+        n = 0
+        cap = len(buf)
+        io = self.io
+        prev = self.prev
+        while n < cap:
+            b = io.read_byte()
+            if b < 0:
+                break
+            buf[n] = b
+            n += 1
+            if b == 0 and prev != 0:
+                prev = 0
+                break
+            prev = b
+        self.prev = prev
+        return n
+
+    def write(self, data):
+        self.io.write(data)
+
+
 def _i32(x):
-    x &= 0xFFFFFFFF
-    return x - 0x100000000 if x & 0x80000000 else x
+    # x mod 2**32 as the i32 NACK.detail carries (a u32 seq from 2**31 on reads negative), by
+    # struct: no arithmetic on a value that may be beyond the RP2040's 31-bit small ints
+    return struct.unpack_from("<i", struct.pack("<q", x), 0)[0]
 
 
 class Link:
@@ -57,13 +123,17 @@ class Link:
         self.eng = eng
         self.ring = eng.ring
         self.fe = fe
-        self.io = io if io is not None else StdIO()
+        io = io if io is not None else StdIO()
+        self.io = io
+        self.rx = io if hasattr(io, "readinto") else _ByteReader(io)
         self.rs = rs
         self.board_id = (bytes(board_id) + bytes(8))[:8]
         self.caps = caps
         self.dfr = F.Deframer()
         self.enc = F.Encoder()
-        self.rxbuf = bytearray(1)
+        self.rxbuf = bytearray(RX_CHUNK)
+        mv = memoryview(self.rxbuf)
+        self.rxviews = [mv[:k] for k in range(RX_CHUNK + 1)]  # rxviews[k]: a batch of k bytes
         self.up_total = -1  # schedule upload in progress when >= 0
         self.up_crc = 0
         self.up_got = 0
@@ -81,23 +151,26 @@ class Link:
     # ---- I/O ---------------------------------------------------------------------------
     def poll(self):
         n = 0
-        io = self.io
+        rx = self.rx
         buf = self.rxbuf
+        views = self.rxviews
         dfr = self.dfr
         while n < MAX_RX:
-            b = io.read_byte()
-            if b < 0:
+            k = rx.readinto(buf)
+            if k <= 0:
                 break
-            n += 1
-            buf[0] = b
-            dfr.push(buf, 0)
-            if dfr.ready:
-                self.rx_frames += 1
-                self.handle()
-            elif dfr.error is not None:
-                self._nack(M.REQ_NONE, 0, M.E_FRAME, dfr.error.code)
+            n += k
+            data = views[k]
+            i = 0
+            while i < k:
+                i = dfr.push(data, i)
+                if dfr.ready:
+                    self.rx_frames += 1
+                    self.handle()
+                elif dfr.error is not None:
+                    self._nack(M.REQ_NONE, 0, M.E_FRAME, dfr.error.code)
             if self.want_repl or self.want_reset:
-                break
+                break  # a batch ends with the frame that asked: nothing after it was read
         self.rx_bytes += n
         if self.hello and not self.want_repl:
             self.stream()
@@ -135,9 +208,8 @@ class Link:
             off = ring.peek_send()
             if off < 0:
                 break
-            typ, seq, pay = ring.record(off)
             try:
-                self.io.write(enc.encode(typ, seq, pay))
+                self.io.write(ring.encode(enc, off))  # the stored seq bytes: no u32 int made
             except OSError:
                 break
             ring.mark_sent()
@@ -179,7 +251,7 @@ class Link:
         eng = self.eng
         ring = self.ring
         if typ == M.ACK:
-            ring.ack(struct.unpack_from("<I", pay, 0)[0])
+            ring.ack_from(pay, 0)
             self._ok(typ, rid)
         elif typ == M.STATUS_REQ:
             self._send(M.STATUS, rid, self.status_payload())
@@ -198,7 +270,7 @@ class Link:
             # an explicit request for records: streaming starts (like after HELLO); from a seq
             # no longer held, NACK with the oldest held and stream from there
             self.hello = True
-            r = ring.replay(struct.unpack_from("<I", pay, 0)[0])
+            r = ring.replay_from(pay, 0)
             if r < 0:
                 self._ok(typ, rid)
             else:
@@ -372,6 +444,7 @@ class Link:
                 eng.run_id,
             ),
             eng.fs,
+            eng.cost(),
         )
 
     def status_payload(self):
@@ -392,6 +465,6 @@ class Link:
             eng.run_id,
             ring.first_seq(),
             ring.last_seq(),
-            ring.acked & 0xFFFFFFFF,
+            ring.acked_seq(),
             ring.dropped,
         )

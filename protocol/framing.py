@@ -171,7 +171,25 @@ class Encoder:
         if n > MAX_PAYLOAD:
             raise FrameError(E_LONG, "payload " + str(n) + " > " + str(MAX_PAYLOAD) + " bytes")
         raw = self._raw
-        struct.pack_into("<BBI", raw, 0, version, msg_type, seq & 0xFFFFFFFF)
+        # seq mod 2**32 in 16-bit halves: no operand or result beyond the RP2040's 31-bit small
+        # ints (a request id the board echoes stays small; the host may pass any int)
+        struct.pack_into("<BBHH", raw, 0, version, msg_type, seq & 0xFFFF, (seq >> 16) & 0xFFFF)
+        raw[HEADER_SIZE : HEADER_SIZE + n] = payload
+        return self._seal(HEADER_SIZE + n)
+
+    def encode_at(self, msg_type: int, src: "Buf", seq_off: int, payload: "Buf") -> memoryview:
+        """encode() with the seq given as 4 little-endian bytes at ``src[seq_off]``.
+
+        The board's ring streams a record with its stored seq bytes this way, so no u32 seq
+        becomes an int (from 2**30 on, a heap int on the RP2040)."""
+        n = len(payload)
+        if n > MAX_PAYLOAD:
+            raise FrameError(E_LONG, "payload " + str(n) + " > " + str(MAX_PAYLOAD) + " bytes")
+        raw = self._raw
+        raw[0] = VERSION_BYTE
+        raw[1] = msg_type
+        for k in range(4):
+            raw[2 + k] = src[seq_off + k]
         raw[HEADER_SIZE : HEADER_SIZE + n] = payload
         return self._seal(HEADER_SIZE + n)
 
@@ -180,7 +198,9 @@ class Encoder:
         raw = self._raw
         n = struct.calcsize(fmt)
         struct.pack_into(fmt, raw, HEADER_SIZE, *values)
-        struct.pack_into("<BBI", raw, 0, VERSION_BYTE, msg_type, seq & 0xFFFFFFFF)
+        struct.pack_into(
+            "<BBHH", raw, 0, VERSION_BYTE, msg_type, seq & 0xFFFF, (seq >> 16) & 0xFFFF
+        )
         return self._seal(HEADER_SIZE + n)
 
     def _seal(self, end: int) -> memoryview:

@@ -10,27 +10,93 @@ Models:
   * "si":  V = OCV(q) - R*I - v_pol        OCV piecewise linear over charge (nAh table),
            v_pol a first-order polarisation (r2 Ω, tau2 ms) - an Si-like thin film.
 Nothing here allocates per call (so heap_lock tests cover the engine, not the fake), unless a
-trace list is attached.
+trace list is attached. Like the firmware, it keeps every int a small int on the RP2040
+(-2**30 .. 2**30-1; tests/intcheck.py checks it): the charge is whole nAh plus nA·ms below one
+nAh, products that could pass 2**30 go through muldiv(), the noise generator works on 15-bit
+limbs. ``q`` (the charge in nA·ms as one int) is for the test scripts, between ticks.
 """
 
 TICKS_MAX = 0x3FFFFFFF
 TICKS_HALF = 0x20000000
+NAMS = 3600000  # nA·ms per nAh
+_SMALL = 0x3FFFFFFF
+_REM = [0]  # remainder of the last muldiv()
+
+
+def muldiv(a, b, c):
+    """floor(a * b / c) for |a|, |b| < 2**30 and 0 < c < 2**29, every intermediate below 2**30
+    when the quotient is; the remainder (0 <= r < c) goes to _REM[0]. Long multiplication over
+    b's digits (base 128 when c < 2**22, else base 2) keeps the running remainder below c."""
+    neg = (a < 0) != (b < 0)
+    if a < 0:
+        a = -a
+    if b < 0:
+        b = -b
+    if b > a:
+        a, b = b, a
+    if b == 0 or a <= _SMALL // b:
+        p = a * b
+        q = p // c
+        r = p - q * c
+    else:
+        q = a // c
+        ra = a - q * c
+        q = q * b
+        k = 7 if c < 0x400000 else 1
+        m = (1 << k) - 1
+        sh = 0
+        t = b >> k
+        while t:
+            t >>= k
+            sh += k
+        q1 = 0
+        r = 0
+        while sh >= 0:
+            r <<= k
+            x = r // c
+            q1 = (q1 << k) + x
+            r -= x * c
+            r += ra * ((b >> sh) & m)
+            x = r // c
+            q1 += x
+            r -= x * c
+            sh -= k
+        q += q1
+    if neg:
+        if r:
+            q = -q - 1
+            r = c - r
+        else:
+            q = -q
+    _REM[0] = r
+    return q
 
 
 class Clock:
     """Virtual ticks_ms clock with MicroPython's wrap-around (2**30)."""
 
     def __init__(self, start=0):
-        self.t = start  # absolute ms (unbounded)
+        self.t = start  # absolute ms (every scenario stays below 2**30 ms: 12 days)
 
     def ticks_ms(self):
         return self.t & TICKS_MAX
 
     def ticks_diff(self, a, b):
-        return ((a - b + TICKS_HALF) & TICKS_MAX) - TICKS_HALF
+        d = a - b
+        if d >= TICKS_HALF:
+            d = d - TICKS_HALF - TICKS_HALF
+        elif d < -TICKS_HALF:
+            d = d + TICKS_HALF + TICKS_HALF
+        return d
 
     def ticks_add(self, a, b):
-        return (a + b) & TICKS_MAX
+        if b >= 0:
+            room = TICKS_MAX - a
+            return a + b if b <= room else b - room - 1
+        s = a + b
+        if s < 0:
+            s = s + TICKS_HALF + TICKS_HALF
+        return s
 
     def sleep_ms(self, n):
         if n > 0:
@@ -54,6 +120,8 @@ SI_TABLE = (
     (360000, -900000),  # lithium plating region, very steep
     (380000, -1500000),
 )
+_A0 = 20077  # the noise LCG's multiplier 1103515245 in 15-bit limbs: _A0 + _A1 << 15 + 1 << 30
+_A1 = 908
 
 
 class Frontend:
@@ -93,19 +161,28 @@ class Frontend:
         self.r = r_ohm
         self.c = c_uf
         self.v0 = v0_uv
-        self.q = q0_nah * 3600000  # nA*ms
+        self.qh = q0_nah  # charge passed: whole nAh (floor) ...
+        self.qr = 0  # ... and nA·ms (0 .. NAMS - 1)
         self.r2 = r2_ohm
         self.tau2 = tau2_ms
         self.vpol = 0  # µV
+        if rp_ohm > 1000000:
+            raise ValueError("rp_ohm above 1 MΩ")
         self.rp = rp_ohm  # RC model: leak across C (0 = none)
         self.u = v0_uv  # RC model with leak: capacitor voltage µV
-        self.uacc = 0
+        self.uacc = 0  # charge not yet in u: whole nA·ms ...
+        self.uaccf = 0  # ... and thousandths (0 .. 999)
+        self.lk_u = None  # the u the leak current below is for
+        self.lk_w = 0  # leak current u/rp: whole nA ...
+        self.lk_f = 0  # ... and thousandths
         self.noise_uv = noise_uv
         self.noise_na = noise_na
         self.lsb = lsb_uv
         self.dac_bits = dac_bits
         self.i_off = i_offset_na
-        self.seed = seed
+        self.s0 = seed & 0x7FFF  # noise LCG state (31 bits) in limbs: bits 0-14, 15-29, 30
+        self.s1 = (seed >> 15) & 0x7FFF
+        self.s2 = (seed >> 30) & 1
         self.i_cmd = 0  # commanded (quantised) current
         self.t_last = self.clock.t
         self.cal = {}
@@ -138,56 +215,122 @@ class Frontend:
             return
         self.t_last = now
         i = self.i_flow()
-        self.q += i * dt
+        # charge += i*dt nA·ms, as i = ih*3600 + il: ih*d/1000 nAh and il*d nA·ms per piece
+        ih = i // 3600
+        il = i - ih * 3600
+        left = dt
+        while left > 0:
+            d = left if left < 100000 else 100000
+            left -= d
+            x = ih * d
+            w = x // 1000
+            r = self.qr + (x - w * 1000) * 3600 + il * d
+            k = r // NAMS
+            self.qh += w + k
+            self.qr = r - k * NAMS
         if self.rp:
-            # C || Rp: du/dt = -(i + u/Rp)/C, 1 ms Euler sub-steps (Rp*C >> 1 ms)
+            # C || Rp: du/dt = -(i + u/Rp)/C, 1 ms Euler sub-steps (Rp*C >> 1 ms); the charge
+            # not yet in u in nA·ms and thousandths (w, f), the leak current likewise
             u = self.u
-            acc = self.uacc
-            den = self.c * 1000
+            w = self.uacc
+            f = self.uaccf
+            c = self.c
+            lu = self.lk_u
+            lw = self.lk_w
+            lf = self.lk_f
             for _ in range(dt):
-                acc -= i * 1000 + u * 1000000 // self.rp
-                du = acc // den
-                acc -= du * den
+                if u != lu:
+                    self._leak(u)
+                    lu = u
+                    lw = self.lk_w
+                    lf = self.lk_f
+                w -= i + lw
+                f -= lf
+                if f < 0:
+                    f += 1000
+                    w -= 1
+                du = w // c
+                w -= du * c
                 u += du
             self.u = u
-            self.uacc = acc
+            self.uacc = w
+            self.uaccf = f
         if self.r2 and self.tau2:
             # exact-enough first order step in integers: vpol -> r2*i/1000
-            target = self.r2 * i // 1000
+            target = muldiv(self.r2, i, 1000)
             if dt >= self.tau2 * 8:
                 self.vpol = target
             else:
-                self.vpol += (target - self.vpol) * dt // (self.tau2 + dt)
+                self.vpol += muldiv(target - self.vpol, dt, self.tau2 + dt)
+
+    def _leak(self, u):
+        # u * 1000 / rp nA (the current through the leak) as whole nA and thousandths (floor):
+        # u = p * rp + s, then s * 1000000 // rp in two decimal steps (rp <= 1 MΩ)
+        rp = self.rp
+        p = u // rp
+        x = (u - p * rp) * 1000
+        w = x // rp
+        f = (x - w * rp) * 1000 // rp
+        self.lk_w = p * 1000 + w
+        self.lk_f = f
+        self.lk_u = u
 
     def ocv(self):
         if self.model == "rc":
             if self.rp:
                 return self.u
-            return self.v0 - self.q // self.c
-        qn = self.q  # nA*ms
+            # v0 - q // C, q = qh * NAMS + qr nA·ms
+            c = self.c
+            x = muldiv(self.qh, NAMS, c)
+            return self.v0 - x - (_REM[0] + self.qr) // c
+        # va + (vb - va) * (q - qa) // (qb - qa) with q - qa = (qh - ta) * NAMS + qr nA·ms:
+        # the part of qr below one nAh never moves the floor, so it is
+        # va + (dv * (qh - ta) + dv * qr // NAMS) // (tb - ta)
+        qh = self.qh
+        qr = self.qr
         t = SI_TABLE
         k = 1
         n = len(t)
-        while k < n - 1 and qn > t[k][0] * 3600000:
+        while k < n - 1 and (qh > t[k][0] or (qh == t[k][0] and qr > 0)):
             k += 1
-        qa = t[k - 1][0] * 3600000
+        ta = t[k - 1][0]
         va = t[k - 1][1]
-        qb = t[k][0] * 3600000
-        vb = t[k][1]
-        return va + (vb - va) * (qn - qa) // (qb - qa)
+        e = t[k][0] - ta
+        dv = t[k][1] - va
+        m = muldiv(dv, qr, NAMS)
+        x = muldiv(dv, qh - ta, e)
+        return va + x + (_REM[0] + m) // e
 
     def v_true(self):
         i = self.i_flow()
-        return self.ocv() - self.r * i // 1000 - (self.vpol if self.connected else 0)
+        r = self.r
+        small = r == 0 or (i if i >= 0 else -i) <= _SMALL // r  # the usual case: no call
+        ri = r * i // 1000 if small else muldiv(r, i, 1000)
+        return self.ocv() - ri - (self.vpol if self.connected else 0)
 
     def q_nah(self):
-        return self.q // 3600000
+        return self.qh
+
+    @property
+    def q(self):  # intcheck: skip (the charge in nA·ms, for the test scripts between ticks)
+        return self.qh * NAMS + self.qr
 
     def _rand(self, n):
         if n <= 0:
             return 0
-        self.seed = (self.seed * 1103515245 + 12345) & 0x7FFFFFFF
-        return (self.seed >> 8) % (2 * n + 1) - n
+        # seed = (seed * 1103515245 + 12345) mod 2**31 on 15-bit limbs s2:s1:s0
+        s0 = self.s0
+        s1 = self.s1
+        t0 = _A0 * s0 + 12345
+        p = _A0 * s1
+        q = _A1 * s0
+        t1 = (p & 0x7FFF) + (q & 0x7FFF) + (t0 >> 15)
+        c1 = (t1 >> 15) + (p >> 15) + (q >> 15)
+        self.s2 = (c1 + _A0 * self.s2 + _A1 * s1 + s0) & 1
+        self.s1 = t1 & 0x7FFF
+        self.s0 = t0 & 0x7FFF
+        x = (self.s2 << 22) | (self.s1 << 7) | (self.s0 >> 8)  # seed >> 8
+        return x % (2 * n + 1) - n
 
     def _log(self, i_after):
         di = i_after - self.i_flow()
@@ -239,14 +382,19 @@ class Frontend:
             self.i_cmd = -fs
 
     def _quant(self, i, rng):
+        # code = round(i * steps / fs) (half away from zero), back to nA as code * fs // steps
         fs = self.full_scale_nA[rng]
         steps = 1 << (self.dac_bits - 1)
-        code = (i * steps + (fs >> 1)) // fs if i >= 0 else -((-i * steps + (fs >> 1)) // fs)
+        a = i if i >= 0 else -i
+        code = muldiv(a, steps, fs)
+        code += (_REM[0] + (fs >> 1)) // fs
+        if i < 0:
+            code = -code
         if code >= steps:
             code = steps - 1
         if code < -steps:
             code = -steps
-        return code * fs // steps
+        return muldiv(code, fs, steps)
 
     def set_current(self, i_nA):
         top = self.full_scale_nA[self.n_ranges - 1]
@@ -285,7 +433,11 @@ class Frontend:
             if self.connected
             else self._rand(self.noise_na)
         )
+        # the ADC reads no further than its full scale (a cell run past it reads the rail)
         self.clipped = v > 4096000 or v < -4096000
+        if self.clipped:
+            v = 4096000 if v > 0 else -4096000
+            self.v_uV = v
         switched = False
         if self.autorange and self.connected:
             r = self.range
