@@ -14,6 +14,11 @@
 # the recording interval and on the end of the safety debounce, so cutoffs overshoot far less than
 # one tick of dV.
 #
+# Cost: tick() times itself (time.ticks_us: the board's clock, the emulator's virtual one) and
+# keeps the durations of the last 32 control ticks (a run's; kept after it ends) and idle ticks
+# (a measurement only) in two preallocated arrays; cost() gives the figures INFO reports, and the
+# host refuses a schedule whose tick is below twice the control figure (sicell.schedule).
+#
 # Conventions (DESIGN §5): + current = lithiation. A step's direction is the sign of its current
 # (CV: of the current it needs, from v_set vs the cell voltage and the learned plant sign); a
 # half-cycle is a run of steps with the same direction (rest/OCV/loop do not change it); the cycle
@@ -39,8 +44,21 @@ try:
     from micropython import const
 except ImportError:  # CPython
 
-    def const(x):
+    def const(x):  # type: ignore[misc]
         return x
+
+
+try:  # the tick's own duration, in µs of the board (the emulator's: its virtual clock)
+    from time import ticks_diff as _us_diff
+    from time import ticks_us as _us
+except ImportError:  # CPython: a monotonic stand-in with MicroPython's 2**30 wrap
+    import time as _time
+
+    def _us():  # type: ignore[misc]
+        return int(_time.perf_counter() * 1000000) & 0x3FFFFFFF
+
+    def _us_diff(a, b):  # type: ignore[no-redef]
+        return ((a - b + 0x20000000) & 0x3FFFFFFF) - 0x20000000
 
 
 # run states (messages.ST_*)
@@ -134,6 +152,7 @@ _RC_POWER_ON = const(0)
 
 # tuning
 MIN_TICK_MS = const(5)  # shortest control tick a schedule may ask for
+_COST_N = const(32)  # tick durations kept per kind (control / idle) for cost()
 _SLOW_HORIZON = const(3)  # go fast when a V limit is predicted within this many slow ticks
 _NEAR_UV = const(2000)  # ... or closer than this
 _FIRST_FAST_TICKS = const(3)  # fast ticks at each step start
@@ -147,6 +166,9 @@ _IDLE_TICK_MS = const(1000)
 _HOLD_RESUME_DIV = const(4)  # resume from HOLD when capacity/4 slots are free again
 _R_MAX = const(10000000)  # Ω, CV plant estimate bounds
 _NQ1 = const(7200)  # 7,200,000 = 7200 * 1000 (2 * 3,600,000: trapezoid sums are doubled)
+# The coulomb counter starts each run half a nAh up (in its 1/1000 nAh remainder), so the whole
+# nAh it reports are the nearest to the exact charge, not the floor (engine_run._coulomb).
+_HALF_NAH = const(500)
 
 
 class _Clock:
@@ -265,6 +287,15 @@ class Engine:
         self.range = fe.range
         self.n_ticks = 0
         self.landing = True  # land ticks on predicted V crossings (off: plain tick grid)
+        # the durations (µs) of the last _COST_N control ticks (a run's) and idle ticks (a
+        # measurement only), ring-buffered; a run's are kept after it ends (cost())
+        z = [0] * _COST_N
+        self.c_run = array("i", z)
+        self.c_idle = array("i", z)
+        self.c_run_k = 0
+        self.c_run_n = 0
+        self.c_idle_k = 0
+        self.c_idle_n = 0
 
     # ==== schedule ======================================================================
     def load(self, blob):
@@ -356,7 +387,7 @@ class Engine:
         self.q_hc = 0
         self.q_cyc_pos = 0
         self.q_cyc_neg = 0
-        self.q_r1 = 0
+        self.q_r1 = _HALF_NAH
         self.q_r2 = 0
         self.rt_s = 0
         self.rt_ms = 0
@@ -561,6 +592,37 @@ class Engine:
         self.due = self.clk.ticks_add(self.t_last, delay)
 
     def tick(self):
+        # one tick (_tick), timed: its duration goes into the control or the idle window
+        run = self.state == ST_RUNNING
+        t0 = _us()
+        self._tick()
+        dt = _us_diff(_us(), t0)
+        if dt < 0:
+            dt = 0
+        if run:
+            k = self.c_run_k
+            self.c_run[k] = dt
+            self.c_run_k = 0 if k + 1 == _COST_N else k + 1
+            if self.c_run_n < _COST_N:
+                self.c_run_n += 1
+        else:
+            k = self.c_idle_k
+            self.c_idle[k] = dt
+            self.c_idle_k = 0 if k + 1 == _COST_N else k + 1
+            if self.c_idle_n < _COST_N:
+                self.c_idle_n += 1
+
+    def cost(self):
+        # What a tick costs this board, µs (INFO): (control tick at the 94th percentile of the
+        # recent ones, the longest of them, idle tick at its 94th percentile); 0 = none yet.
+        # Outside the tick: it allocates.
+        return (
+            _high(self.c_run, self.c_run_n, 16),
+            _high(self.c_run, self.c_run_n, 0),
+            _high(self.c_idle, self.c_idle_n, 16),
+        )
+
+    def _tick(self):
         clk = self.clk
         now = clk.ticks_ms()
         dt = clk.ticks_diff(now, self.t_last)
@@ -612,6 +674,14 @@ class Engine:
         if self.open:
             f |= _F_OPEN
         return f
+
+
+def _high(a, n, div):
+    # of the first n values of array a: the one n // div of them lie above (div 0: the largest)
+    if n == 0:
+        return 0
+    s = sorted(a[k] for k in range(n))
+    return s[n - 1 - (n // div if div else 0)]
 
 
 def _bind():

@@ -137,6 +137,12 @@ LAYOUTS: "dict[int, tuple[str, tuple[str, ...]]]" = {
     SCHED_DATA: ("<I", ("offset",)),  # + tail: schedule bytes
 }
 
+# INFO's extension, after its range tail: what a tick costs the board, measured by its own clock
+# (µs; 0 = none measured since boot): the 94th percentile and the longest of its recent control
+# ticks (a run's), and the 94th percentile of its recent idle ticks (a measurement only). A board
+# whose firmware predates it sends none (unpack_info_ext gives None).
+INFO_EXT: "tuple[str, tuple[str, ...]]" = ("<III", ("tick_us", "tick_max_us", "idle_us"))
+
 HAS_TAIL = (INFO, SCHED_CHUNK, SCHED_DATA)
 MAX_CHUNK = 192  # schedule bytes per SCHED_CHUNK / SCHED_DATA
 
@@ -294,7 +300,9 @@ SF_COMPLIANCE = 5
 FAULT_TICK = 1  # exception in the engine tick: value = source line
 FAULT_LINK = 2  # exception while serving the link: value = source line
 FAULT_FLASH = 3  # flash write failed: value = failures in a row (0: the schedule copy)
-FAULT_FRONTEND = 4  # front end missing or broken at boot: runs cannot start
+FAULT_FRONTEND = 4  # front end missing or broken at boot: runs cannot start; value = the
+#                    OSError's errno (MicroPython's numbers: ETIMEDOUT 110, ENODEV 19), 0 when
+#                    another exception stopped it
 FAULT_LOOP = 5  # LOOP steps jumping without ever entering a step: value = step index
 FAULT_SCHEDULE = 6  # schedule unusable after loading (reserved: not raised by firmware 0.1)
 FAULT_COMMAND = 7  # exception in START / PAUSE / RESUME / STOP: value = request type
@@ -333,6 +341,12 @@ RC_POWER_ON = 0
 RC_WATCHDOG = 1
 RC_SOFT = 2
 RC_BROWNOUT = 3
+# A reset the host asked for (RESET, `sicell flash`) leaves this note in the RP2040 watchdog's
+# SCRATCH0 (address RESET_NOTE_ADDR) before machine.reset(), a watchdog reboot there; the
+# scratch registers survive it (power-on clears them), so the board reports RC_SOFT, not
+# RC_WATCHDOG. SCRATCH0..3 are free: pico-sdk's watchdog_reboot uses 4..7.
+RESET_NOTE = 0x2E5E7A5C
+RESET_NOTE_ADDR = 0x4005800C
 
 # ---- calibration channels (CAL_GET / CAL_SET channel) ---------------------------------------
 # Each is the forward model of the hardware, output = input × gain + offset.
@@ -343,6 +357,7 @@ CH_SETPOINT = 2  # current set point: actual nA = commanded nA × gain + offset
 _SIZES: "dict[int, int]" = {}
 for _k in LAYOUTS:
     _SIZES[_k] = struct.calcsize(LAYOUTS[_k][0])
+_EXT_SIZE = struct.calcsize(INFO_EXT[0])
 
 
 def size(msg_type: int) -> int:
@@ -391,23 +406,45 @@ def tail(msg_type: int, payload: "Buf") -> "Buf":
     return payload[_SIZES[msg_type] :]
 
 
-def pack_info(values: "Iterable[Any]", ranges_na: "Iterable[int]") -> bytes:
-    """INFO payload: the fixed fields in LAYOUTS order, then one i32 per range."""
+def pack_info(
+    values: "Iterable[Any]", ranges_na: "Iterable[int]", ext: "Iterable[int] | None" = None
+) -> bytes:
+    """INFO payload: the fixed fields in LAYOUTS order, one i32 per range, then the INFO_EXT
+    fields when ``ext`` is given."""
     out = bytearray(struct.pack(LAYOUTS[INFO][0], *values))
     for r in ranges_na:
         out += struct.pack("<i", r)
+    if ext is not None:
+        out += struct.pack(INFO_EXT[0], *ext)
     return bytes(out)
+
+
+def _info_ext_at(payload: "Buf") -> int:
+    # offset of INFO's extension (== len(payload) when there is none); ProtocolError when the
+    # tail is neither the ranges nor the ranges and the extension
+    base = _SIZES[INFO]
+    n = payload[5]
+    end = base + 4 * n
+    if len(payload) != end and len(payload) != end + _EXT_SIZE:
+        raise ProtocolError(
+            "INFO: %d ranges announced but %d tail bytes" % (n, len(payload) - base)
+        )
+    return end
 
 
 def unpack_info_ranges(payload: "Buf") -> list[int]:
     """Full-scale currents (nA) listed after INFO's fixed part."""
     base = _SIZES[INFO]
-    n = payload[5]
-    if len(payload) != base + 4 * n:
-        raise ProtocolError(
-            "INFO: %d ranges announced but %d tail bytes" % (n, len(payload) - base)
-        )
-    return [struct.unpack_from("<i", payload, base + 4 * i)[0] for i in range(n)]
+    _info_ext_at(payload)
+    return [struct.unpack_from("<i", payload, base + 4 * i)[0] for i in range(payload[5])]
+
+
+def unpack_info_ext(payload: "Buf") -> "tuple[Any, ...] | None":
+    """INFO_EXT's fields after the range tail, or None from a board that sends none."""
+    at = _info_ext_at(payload)
+    if at == len(payload):
+        return None
+    return struct.unpack_from(INFO_EXT[0], payload, at)
 
 
 def compatible(major: int) -> bool:

@@ -61,6 +61,12 @@ CASES: list[tuple[int, int, tuple[object, ...], bytes]] = [
         ),
         b"".join(x.to_bytes(4, "little") for x in (10000, 100000, 1000000, 10000000)),
     ),
+    (  # with INFO_EXT after the ranges: tick cost 4.4 ms (max 5.1 ms), idle 3.0 ms
+        m.INFO,
+        2,
+        (0, 1, 0, 1, 0, 2, 0xDF, b"sicell01", -2000000, 2000000, 4500000, 3584, 10, 0, 0, 0),
+        b"".join(x.to_bytes(4, "little") for x in (1000000, 10000000, 4400, 5100, 3000)),
+    ),
     (m.PONG, 2, (0xDEADBEEF, 86400), b""),
     (
         m.STATUS,

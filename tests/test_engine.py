@@ -95,8 +95,8 @@ def test_cc_charge_matches_i_times_t() -> None:
     r = run_mp_json("eng_t_cut.py", "cc_charge")
     print(r)
     exact = r["noise0"]
-    # 1 h at a constant current: exact to the nAh, remainder kept (to 1/1000 nAh)
-    assert exact["q_board_nAh"] == exact["q_true_nAh_x1000"] // 1000
+    # 1 h at a constant current: the nearest nAh (not the floor), remainder kept (1/1000 nAh)
+    assert exact["q_board_nAh"] == (exact["q_true_nAh_x1000"] + 500) // 1000
     assert abs(exact["q_board_exact_x1000"] - exact["q_true_nAh_x1000"]) <= 1
     assert exact["q_true_nAh_x1000"] == 123443000  # the DAC's 123443 nA for 3600 s
     noisy = r["noise200"]

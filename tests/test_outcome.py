@@ -293,7 +293,7 @@ def test_run_outcome_from_the_database(tmp_path: Path) -> None:
     fault = _db(tmp_path / "fault.db", (M.EV_ERROR, M.FAULT_TICK, 0, 321, 1), end_trip)
     out = run_outcome(fault, M.ST_TRIPPED, M.RE_SAFETY, None, "p1")
     assert (out.kind, out.exit_code) == ("firmware fault", EXIT_TRIPPED)
-    assert "exception in the control tick (detail 321) in step 0" in out.line
+    assert "exception in the control tick (source line 321) in step 0" in out.line
     end_limit: Ev = (M.EV_RUN_END, M.RE_LIMIT, 1, 7, 0)
     limit = _db(tmp_path / "limit.db", (M.EV_LIMIT, 2, 1, 5, 0), end_limit)
     out = run_outcome(limit, M.ST_DONE, None, None, "p1")  # the end read from the database

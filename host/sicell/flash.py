@@ -12,7 +12,13 @@ Steps (``flash``):
    never shipped: the board's own calibration stays.
 3. Copy them with mpremote (one session: mkdir, remove a stale ``.py``/``.mpy`` twin, cp).
 4. Verify: the board computes the SHA-256 of every file it now holds; each must match.
-5. Reset the board, and check that the new firmware answers HELLO.
+5. Reset the board (as ``mpremote reset``), wait for its port to go away and come back, the
+   same board id (``sicell.reenumerate``), and check that the new firmware answers HELLO.
+   Nothing is sent to the board between the reset and its port coming back: until then it may
+   still be in the REPL, which a HELLO (it holds 0x03, Ctrl-C) would drive.
+
+Ports: a serial device, or an emulated board that boots from its flash directory
+(``emu://<cell>?flashed=1``, or that board's pty); mpremote gets the emulator's pty.
 """
 
 from __future__ import annotations
@@ -28,14 +34,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sicell import reenumerate
 from sicell.client import Board
 from sicell.errors import FlashError, NoFirmwareError, TransportError, VersionMismatchError
+from sicell.protocol import messages
+from sicell.replies import _decode_board_id
 from sicell.transport import is_url
 
 MPY_VERSION = 6  # bytecode .mpy major version mpy-cross emits (MicroPython >= 1.19)
 KEEP_SOURCE = frozenset({"main.py", "boot.py", "__init__.py"})
 NEVER_SHIP = frozenset({"calibration.json"})
 MPREMOTE_TIMEOUT_S = 180.0
+RESET_SCRIPT = (  # mpremote reset's, with the note that makes the board report a soft reset
+    "import time, machine; time.sleep_ms(100); "
+    f"machine.mem32[{messages.RESET_NOTE_ADDR:#x}] = {messages.RESET_NOTE:#x}; machine.reset()"
+)
 
 
 @dataclass(frozen=True)
@@ -140,14 +153,31 @@ def _mpremote(port: str, args: Sequence[str], timeout: float = MPREMOTE_TIMEOUT_
     return proc.stdout
 
 
-def board_mpy_version(port: str) -> int:
-    out = _mpremote(
-        port, ["exec", "import sys; print('MPY', getattr(sys.implementation, '_mpy', 0))"]
-    )
+FACTS_SCRIPT = (
+    "import sys, machine, binascii\n"
+    "print('MPY', getattr(sys.implementation, '_mpy', 0))\n"
+    "print('UID', binascii.hexlify(machine.unique_id()).decode())\n"
+)
+
+
+def board_facts(port: str) -> tuple[int, str | None]:
+    """The .mpy version the board loads and its board id as the firmware reports it (from
+    machine.unique_id(); None if it has none)."""
+    out = _mpremote(port, ["exec", FACTS_SCRIPT])
+    ver: int | None = None
+    uid: str | None = None
     for line in out.splitlines():
-        if line.startswith("MPY "):
-            return int(line.split()[1]) & 0xFF
-    raise FlashError(f"{port}: could not read the board's .mpy version ({out.strip()[:80]})")
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == "MPY" and parts[1].isdigit():
+            ver = int(parts[1]) & 0xFF
+        elif len(parts) == 2 and parts[0] == "UID":
+            try:
+                uid = _decode_board_id(bytes.fromhex(parts[1])[:8].ljust(8, b"\0"))
+            except ValueError:
+                uid = None
+    if ver is None:
+        raise FlashError(f"{port}: could not read the board's .mpy version ({out.strip()[:80]})")
+    return ver, uid
 
 
 def _twin(remote: str) -> str | None:
@@ -208,20 +238,21 @@ def check_hashes(files: Sequence[StagedFile], got: dict[str, str]) -> list[str]:
 
 
 # ---- the safety check -----------------------------------------------------------------------
-def prepare_board(port: str, *, force: bool, log: Log) -> None:
-    """Refuse a board with an experiment in progress; ask a sicell board to leave binary mode."""
+def prepare_board(port: str, *, force: bool, log: Log) -> str | None:
+    """Refuse a board with an experiment in progress; ask a sicell board to leave binary mode.
+    Returns its board id (None: no sicell firmware answered)."""
     try:
         board = Board.open(port, hello_timeout=2.0)
     except NoFirmwareError:
         log(f"{port}: no sicell firmware answers (a fresh MicroPython?); flashing")
-        return
+        return None
     except VersionMismatchError as e:
         if not force:
             raise FlashError(
                 f"{e}; cannot tell whether it runs an experiment, so not flashing without --force"
             ) from e
         log(f"{port}: other protocol version; flashing anyway (--force)")
-        return
+        return None
     with board:
         info = board.info
         assert info is not None
@@ -231,13 +262,68 @@ def prepare_board(port: str, *, force: bool, log: Log) -> None:
                     f"{port} is {info.state_name} with run {info.run_id:08x}; flashing would end "
                     f"it. Stop it first (`sicell stop --port {port}`) or use --force"
                 )
-            log(f"{port}: run {info.run_id:08x} is {info.state_name}; flashing anyway (--force)")
+            log(f"{port}: run {info.run_id:08x} is {info.state_name}; stopping it (--force)")
+            board.stop()  # the board leaves binary mode only without a run
         log(
             f"{port}: board {info.board_id}, firmware {info.fw_version_str}, {info.state_name}; "
             "asking it to leave binary mode"
         )
         board.enter_repl()
-    time.sleep(0.3)
+        return info.board_id
+
+
+def _refuse_unflashable(port: str) -> None:
+    """FlashError for a port flash cannot write: a URL other than an emulated board that boots
+    from its flash directory."""
+    if port.lower().startswith("emu://"):
+        from sicell.urlhandler.protocol_emu import parse_url
+
+        if not parse_url(port).flashed:
+            raise FlashError(
+                f"{port}: this emulated board runs the package's firmware, not its flash; "
+                "flash a real board, or an emulated one that boots from its flash "
+                "directory: add flashed=1 to the emu:// URL"
+            )
+    elif is_url(port):
+        raise FlashError(f"{port}: flash needs a real board (a serial device) or emu://…?flashed=1")
+
+
+def _mpremote_device(port: str) -> str:
+    """The device mpremote opens: the port, or an emulated board's current pty."""
+    info = reenumerate.emulator_of(port)
+    if info is None:
+        if is_url(port):
+            raise FlashError(f"{port}: the emulated board is not running")
+        return port
+    if not info.get("flashed"):
+        raise FlashError(
+            f"{port}: emulated board {info.get('board')} runs the package's firmware, not its "
+            "flash; start it with flashed=1 (shut this one down first)"
+        )
+    if not info.get("pty"):
+        raise FlashError(f"{port}: emulated board {info.get('board')} is unplugged")
+    return str(info["pty"])
+
+
+def reset_and_reopen(
+    port: str, dev: str, board_id: str | None, *, timeout: float, log: Log
+) -> Board:
+    """Reset the board as ``mpremote reset`` does; the board once it is back (handshaken)."""
+    before = reenumerate.snapshot(port)
+    failed: FlashError | None = None
+    try:
+        _mpremote(dev, ["exec", "--no-follow", RESET_SCRIPT], timeout=30)
+    except FlashError as e:
+        failed = e  # maybe its port went under mpremote's feet: whether it reset says below
+    log(f"{port}: reset; waiting for its port to go away and come back")
+    try:
+        reenumerate.wait_gone(before, reenumerate.GONE_TIMEOUT_S)
+    except TransportError as e:
+        raise FlashError(f"{e}{f' ({failed})' if failed else ''}") from e
+    try:
+        return reenumerate.wait_back(before, board_id, timeout, log)
+    except TransportError as e:
+        raise FlashError(f"flashed and verified, but {e}") from e
 
 
 def flash(
@@ -247,41 +333,37 @@ def flash(
     compile_mpy: bool = True,
     verify: bool = True,
     log: Log = print,
+    timeout: float = reenumerate.BACK_TIMEOUT_S,
 ) -> list[StagedFile]:
-    """Flash the firmware to ``port``; returns the files installed."""
-    if is_url(port):
-        raise FlashError(
-            f"{port}: flash needs a real board; the emulator always runs the installed firmware"
-        )
-    prepare_board(port, force=force, log=log)
+    """Flash the firmware to ``port``; returns the files installed. ``timeout`` bounds the wait
+    for the board to come back after the reset."""
+    _refuse_unflashable(port)
+    board_id = prepare_board(port, force=force, log=log)
+    dev = _mpremote_device(port)
+    ver, uid = board_facts(dev)
+    board_id = board_id or uid
     compile_ok = compile_mpy
-    if compile_mpy:
-        ver = board_mpy_version(port)
-        if ver != MPY_VERSION:
-            log(f"{port}: board loads .mpy v{ver}, mpy-cross emits v{MPY_VERSION}; copying sources")
-            compile_ok = False
+    if compile_mpy and ver != MPY_VERSION:
+        log(f"{port}: board loads .mpy v{ver}, mpy-cross emits v{MPY_VERSION}; copying sources")
+        compile_ok = False
     with tempfile.TemporaryDirectory(prefix="sicell-flash-") as tmp:
         files = stage(Path(tmp), compile=compile_ok)
         log(f"staged {len(files)} files ({'compiled' if compile_ok else 'source'})")
-        _mpremote(port, deploy_commands(files))
-        log(f"copied {len(files)} files to {port}")
+        t0 = time.monotonic()
+        _mpremote(dev, deploy_commands(files))
+        log(f"copied {len(files)} files to {port} in {time.monotonic() - t0:.1f} s")
         if verify:
-            bad = check_hashes(files, board_hashes(port, [f.remote for f in files]))
+            bad = check_hashes(files, board_hashes(dev, [f.remote for f in files]))
             if bad:
                 raise FlashError(
                     f"{port}: {len(bad)} files differ on the board after copying "
                     f"({', '.join(bad[:5])}); flash again"
                 )
             log(f"verified SHA-256 of {len(files)} files on the board")
-    _mpremote(port, ["reset"], timeout=30)
-    log(f"{port}: reset")
-    try:
-        with Board.open(port, hello_timeout=10.0) as b:
-            info = b.info
-            assert info is not None
-            log(f"{port}: sicell firmware {info.fw_version_str} answers (board {info.board_id})")
-    except TransportError as e:
-        raise FlashError(f"{port}: flashed, but the board does not answer yet ({e})") from e
+    with reset_and_reopen(port, dev, board_id, timeout=timeout, log=log) as b:
+        info = b.info
+        assert info is not None
+        log(f"{port}: sicell firmware {info.fw_version_str} answers (board {info.board_id})")
     return files
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from sicell.protocol import messages
 
+_SEQ_MASK = 0xFFFFFFFF  # seqs are u32; STATUS.acked_seq is this (the board's -1) until an ACK
 RUNNING_STATES = (messages.ST_RUNNING, messages.ST_PAUSED, messages.ST_HOLD)
 TERMINAL_STATES = (
     messages.ST_DONE,
@@ -41,6 +42,52 @@ CHANNEL_NAMES = {
     messages.CH_CURRENT: "current",
     messages.CH_SETPOINT: "setpoint",
 }
+
+
+# errno numbers as MicroPython gives them (py/mperrno.h: Linux's), whatever the host's OS:
+# FAULT_FRONTEND's detail. The ones a bus or a chip driver raises carry what they mean there.
+ERRNO_NAMES = {
+    1: ("EPERM", ""),
+    2: ("ENOENT", "a file is missing"),
+    5: ("EIO", "input/output error on the bus"),
+    9: ("EBADF", ""),
+    11: ("EAGAIN", ""),
+    12: ("ENOMEM", "out of memory"),
+    13: ("EACCES", ""),
+    16: ("EBUSY", "the bus is busy"),
+    17: ("EEXIST", ""),
+    19: ("ENODEV", "no chip answers at its I2C address: missing or miswired"),
+    22: ("EINVAL", "a bad argument (pins, address or board config)"),
+    28: ("ENOSPC", "the flash is full"),
+    95: ("EOPNOTSUPP", ""),
+    110: ("ETIMEDOUT", "a chip on the I2C bus did not answer in time (bus stuck, no pull-ups)"),
+}
+
+
+def errno_text(n: int) -> str:
+    """``n`` as its errno name and meaning on the board, e.g. "ETIMEDOUT (errno 110: ...)"."""
+    name, meaning = ERRNO_NAMES.get(n, (f"errno {n}", ""))
+    if name.startswith("errno"):
+        return name
+    return f"{name} (errno {n}: {meaning})" if meaning else f"{name} (errno {n})"
+
+
+def fault_text(fault: int, detail: int) -> str:
+    """An EV_ERROR in words: the fault's name (``messages.FAULT_NAMES``, reason) and what its
+    detail (value) means for that fault."""
+    name = messages.FAULT_NAMES.get(fault, f"fault {fault}")
+    if fault in (messages.FAULT_TICK, messages.FAULT_LINK):
+        return f"{name} (source line {detail})" if detail else name
+    if fault == messages.FAULT_FLASH:
+        what = f"{detail} failures in a row" if detail else "the schedule's copy"
+        return f"{name} ({what})"
+    if fault == messages.FAULT_FRONTEND:
+        return f"{name}: {errno_text(detail)}" if detail else f"{name} (not an I/O error)"
+    if fault == messages.FAULT_LOOP:
+        return f"{name} (step {detail})"
+    if fault == messages.FAULT_COMMAND:
+        return f"{name} ({messages.NAMES.get(detail, f'request {detail}')})"
+    return f"{name} (detail {detail})"
 
 
 def state_name(state: int) -> str:
@@ -104,11 +151,18 @@ class BoardInfo(_BoardState):
     reset_cause: int
     run_id: int
     ranges_na: tuple[int, ...]
+    # INFO's extension (messages.INFO_EXT), µs; 0 = not measured, or a board that predates it
+    tick_us: int = 0
+    tick_max_us: int = 0
+    idle_us: int = 0
     fields: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_payload(cls, payload: bytes) -> BoardInfo:
         f = payload_fields(messages.INFO, payload)
+        ext = messages.unpack_info_ext(payload)
+        if ext is not None:
+            f.update(zip(messages.INFO_EXT[1], ext, strict=True))
         return cls(
             **_init_args(
                 cls,
@@ -145,10 +199,12 @@ class BoardInfo(_BoardState):
         return bool(self.caps & messages.CAP_EMULATOR)
 
     def as_dict(self) -> dict[str, Any]:
-        """INFO field names → values plus ``ranges_na`` (what ``BoardLimits.from_info`` takes)."""
+        """INFO field names → values plus ``ranges_na`` and the extension's fields (what
+        ``BoardLimits.from_info`` takes)."""
         d = dict(self.fields)
         d["board_id"] = self.board_id
         d["ranges_na"] = list(self.ranges_na)
+        d.update(tick_us=self.tick_us, tick_max_us=self.tick_max_us, idle_us=self.idle_us)
         return d
 
     def metadata(self) -> dict[str, Any]:
@@ -190,6 +246,27 @@ class Status(_BoardState):
     @property
     def finished(self) -> bool:
         return self.state in TERMINAL_STATES
+
+    @property
+    def held(self) -> int:
+        """How many records the board holds: first_seq .. last_seq (u32, wrapping); 0 when
+        last_seq is first_seq - 1."""
+        return (self.last_seq - self.first_seq + 1) & _SEQ_MASK
+
+    @property
+    def acked_any(self) -> bool:
+        """Whether a host acknowledged any record since the board started (the board sends
+        acked_seq 0xFFFFFFFF, its -1, until then)."""
+        return self.acked_seq != _SEQ_MASK
+
+    def records_text(self) -> str:
+        """What the board holds and what a host acked, in words."""
+        if self.held:
+            text = f"seq {self.first_seq}..{self.last_seq} ({self.held})"
+        else:
+            text = f"none (ring empty; next seq {self.first_seq})"
+        acked = f"host acked up to seq {self.acked_seq}" if self.acked_any else "host acked none"
+        return f"{text}; {acked}; dropped {self.dropped}"
 
 
 @dataclass(frozen=True)

@@ -110,7 +110,23 @@ def _info_table(info: BoardInfo, port: str) -> Table:
     )
     t.add_row("record buffer", f"{info.ring_capacity} records")
     t.add_row("control tick", f"{info.tick_ms} ms")
+    t.add_row("tick cost", _tick_cost_text(info))
     return t
+
+
+def _tick_cost_text(info: BoardInfo) -> str:
+    """What a tick costs the board (INFO's extension) and the shortest control tick the host
+    accepts from that."""
+    from sicell.schedule.model import min_tick_ms, tick_cost
+
+    if info.tick_us:
+        run = f"control {info.tick_us / 1000:.1f} ms (94th percentile; longest "
+        run += f"{info.tick_max_us / 1000:.1f} ms)"
+    else:
+        run = "control not measured yet"
+    idle = f"idle {info.idle_us / 1000:.1f} ms" if info.idle_us else "idle not measured"
+    cost, _source = tick_cost(info.as_dict())
+    return f"{run}, {idle}; schedules need tick_ms ≥ {min_tick_ms(cost)}"
 
 
 def _status_table(st: Status) -> Table:
@@ -127,10 +143,7 @@ def _status_table(st: Status) -> Table:
     t.add_row("cell voltage", fmt_volts(st.v_uv * 1e-6))
     t.add_row("current", f"{fmt_current(st.i_na * 1e-9)} (range {st.range})")
     t.add_row("step charge", fmt_capacity(abs(st.q_nah) * 1e-9))
-    t.add_row(
-        "records held",
-        f"seq {st.first_seq}..{st.last_seq}, host acked {st.acked_seq}, dropped {st.dropped}",
-    )
+    t.add_row("records held", st.records_text())
     return t
 
 

@@ -27,6 +27,8 @@ _ERR_KEEP = 4096  # longest partial stderr line kept for the virtual-time scan
 _VTIME_RE = re.compile(rb"^emu: t=([0-9.eE+-]+)")
 _STATE_RE = re.compile(rb" run state=([A-Z]+|[0-9]+)(?: cell (.*))?$")
 _IDLE_RE = re.compile(rb"^emu: t=\S+ (idle|active): ")
+_BOOT_RE = re.compile(rb"^emu: t=\S+ boot \d+ ")
+_RESET_RE = re.compile(rb"^emu: t=\S+ reset cause=([A-Z_]+)")
 ACTIVE_STATES = frozenset({"RUNNING", "PAUSED", "HOLD", "INTERRUPTED"})  # a run goes on
 
 
@@ -47,7 +49,8 @@ def _history(text: bytes) -> dict[str, float]:
 
 class VtimeScanner:
     """The board's virtual time, run state and cell history from its ``emu: t=<s> ...``
-    stderr lines (world.py: ``run state=NAME cell k=v ...``), fed in any chunks."""
+    stderr lines (world.py: ``run state=NAME cell k=v ...``), fed in any chunks; also its
+    boots and the resets other than soft ones (emuboot.py: ``boot N``, ``reset cause=NAME``)."""
 
     def __init__(self) -> None:
         self.vtime: float | None = None
@@ -55,6 +58,9 @@ class VtimeScanner:
         self.cell_history: dict[str, float] = {}
         self.state_changes = 0
         self.idle = False  # the board waits in wall time (idle.py's 'idle:' line)
+        self.boots = 0
+        self.hard_resets = 0  # resets other than SOFT_RESET (a chip's USB re-enumerates)
+        self.boots_at_hard_reset = 0  # ``boots`` when the last of them was seen
         self._line = bytearray()
 
     def feed(self, data: bytes) -> None:
@@ -77,9 +83,19 @@ class VtimeScanner:
                     idle = _IDLE_RE.match(line)
                     if idle:
                         self.idle = idle.group(1) == b"idle"
+                    self._boot_or_reset(line)
             self._line = bytearray(lines[-1][-_ERR_KEEP:])
         elif len(buf) > _ERR_KEEP:
             del buf[:-_ERR_KEEP]
+
+    def _boot_or_reset(self, line: bytes | bytearray) -> None:
+        if _BOOT_RE.match(line):
+            self.boots += 1
+            return
+        r = _RESET_RE.match(line)
+        if r and r.group(1) != b"SOFT_RESET":
+            self.hard_resets += 1
+            self.boots_at_hard_reset = self.boots
 
 
 class BoardLog:

@@ -47,8 +47,10 @@ class HostPort:
         self.master: int | None = None
         self.path: str | None = None
         self.next_attach_check = 0.0
+        self.opens = 0  # ptys made so far: a new one is a new incarnation of the port
 
     def open(self) -> None:
+        self.opens += 1
         m, s = os.openpty()
         tty.setraw(s)
         self.path = os.ttyname(s)

@@ -16,6 +16,10 @@ Unplug (control ``unplug``): in ``drop`` mode the relay discards everything both
 seconds while the host's port stays open (``relay.py``); in ``hangup`` mode the launcher also
 closes the pty, as a real unplug looks to the host, and opens a new one after N seconds
 (``hostport.py``); the registry, the ``.tty`` symlink and ``status`` show the new path.
+Re-enumeration: a board in flashed mode (``flashed``) that resets other than softly
+(machine.reset(), watchdog, brown-out: its ``reset cause=`` line) gets the same hang-up, which
+ends when it logs its next boot, as a chip's USB port goes away and comes back; the registry's
+``plugs`` counts the ptys made, so a host can tell a new one from the old under the same name.
 
 Lifetime. The launcher keeps running when its host dies, so a restarted host can reattach. It
 exits on the control command ``shutdown``, on SIGTERM/SIGINT, when the board process ends by
@@ -122,6 +126,7 @@ _IN, _OUT = select.POLLIN, select.POLLOUT
 _GONE = select.POLLHUP | select.POLLERR
 _WRITE_CHUNK = 65536
 _HANGUP_CHECK_S = 0.05  # attached, both directions blocked: how often to look for a hang-up
+REENUMERATE_MAX_S = 10.0  # a re-enumeration's hang-up ends at the next boot, or after this
 
 
 class Launcher:
@@ -150,6 +155,8 @@ class Launcher:
         self.stop_reason: str | None = None
         self.unclaimed_since: float | None = None  # a run ended while no host was attached
         self._seen_state: str | None = None
+        self._hard_resets = 0  # the board's resets other than soft ones, seen so far
+        self._replug_after_boot: int | None = None  # re-enumerating: replug after this boot
 
     # -- control commands ----------------------------------------------------------------------
     def _handlers(self) -> dict[str, Handler]:
@@ -179,14 +186,16 @@ class Launcher:
     def _cmd_unplug(self, req: Mapping[str, Any]) -> dict[str, Any]:
         seconds = float(req.get("seconds", 1.0))
         mode = str(req.get("mode", "drop"))
-        now = time.monotonic()
+        self._unplug(time.monotonic(), seconds, mode)
+        self.log.line(f"unplug ({mode}) for {seconds} s")
+        return {"unplugged_s": seconds, "mode": mode}
+
+    def _unplug(self, now: float, seconds: float, mode: str) -> None:
         self.relay.unplug(now, seconds, mode)
         if mode == "hangup" and self.port.master is not None:
             self.port.close()
             self.relay.detach(now)
             self._write_registry()
-        self.log.line(f"unplug ({mode}) for {seconds} s")
-        return {"unplugged_s": seconds, "mode": mode}
 
     def _cmd_replug(self, req: Mapping[str, Any]) -> dict[str, Any]:
         now = time.monotonic()
@@ -244,6 +253,8 @@ class Launcher:
             "cell_history": dict(self.proc.scanner.cell_history),
             "restarts": self.proc.restarts,
             "last_exit": self.proc.last_exit,
+            "flashed": self.o.flashed,
+            "plugs": self.port.opens,
         }
 
     # -- registry and board --------------------------------------------------------------------
@@ -269,6 +280,8 @@ class Launcher:
                 "linger": self.linger,
                 "entry": self.o.entry,
                 "mpy": self.o.mpy,
+                "flashed": self.o.flashed,
+                "plugs": self.port.opens,
                 "heap_budget": self.o.heapsize,
                 "heap_overhead": self.heap_overhead,
                 "heapsize_arg": self.heap_arg,
@@ -281,7 +294,8 @@ class Launcher:
         cfg = self.files.stage / "config.json"
         write_json_atomic(cfg, self.o.board_config())
         cmd = interpreter_cmd(self.heap_arg, self.o.entry or str(emu / "emuboot.py"))
-        env = board_env(emu, fwd, cfg, self.files.fifo, self.board)
+        # flashed: the firmware is what the flash directory (the board's cwd) holds
+        env = board_env(emu, Path(".") if self.o.flashed else fwd, cfg, self.files.fifo, self.board)
         self.proc.start(cmd, env, self.files.flash, now)
         self.relay.board_started()
 
@@ -397,6 +411,20 @@ class Launcher:
             return max(r.last_detach, self.unclaimed_since) + RESUME_LINGER_S
         return r.last_detach + IDLE_LINGER_S
 
+    def _reenumerate(self, now: float) -> None:
+        """Flashed mode: a reset other than a soft one hangs the pty up until the next boot."""
+        sc = self.proc.scanner
+        if sc.hard_resets != self._hard_resets:
+            self._hard_resets = sc.hard_resets
+            if self.o.flashed:
+                self._unplug(now, REENUMERATE_MAX_S, "hangup")
+                self._replug_after_boot = sc.boots_at_hard_reset
+                self.log.line("board reset: its port re-enumerates")
+        if self._replug_after_boot is not None and sc.boots > self._replug_after_boot:
+            self._replug_after_boot = None
+            self.relay.replug(now)
+            self._replug_if_due(now)
+
     def _board_state(self, now: float) -> None:
         """Follow the run state the board logged: a run ending with no host is unclaimed."""
         st = self.proc.scanner.run_state
@@ -421,6 +449,7 @@ class Launcher:
         elif fd == self.proc.stderr:
             self.proc.read_err()
             self._board_state(now)
+            self._reenumerate(now)
         elif fd == self.proc.stdin:
             if ev & _OUT:
                 self._write_board()

@@ -247,6 +247,14 @@ class EmulatorOptions:
         check=_check_heapsize,
     )
     mpy: bool = _opt(True, "bool", "stage the firmware compiled with mpy-cross, like sicell flash")
+    flashed: bool = _opt(
+        False,
+        "bool",
+        "a board as on USB: it boots what its flash directory holds (what `sicell flash` put "
+        "there; none: the MicroPython REPL), serves the REPL (raw and raw-paste: mpremote) "
+        "after main.py, takes 0x03 as Ctrl-C until the firmware turns that off, and its port "
+        "re-enumerates at a hard reset",
+    )
     runtime: str | None = _opt(
         None,
         "str",
@@ -277,6 +285,8 @@ class EmulatorOptions:
         }
         if self.max_dt_s is not None:
             cfg["max_dt_s"] = float(self.max_dt_s)
+        if self.flashed:
+            cfg["flashed"] = True
         return cfg
 
     def to_argv(self) -> list[str]:

@@ -11,7 +11,13 @@ from sicell.errors import ScheduleError
 from sicell.protocol import schedule as wire
 from sicell.schedule.convert import safety_window
 from sicell.schedule.cutoffs import check_cutoff_sides
-from sicell.schedule.model import BoardLimits, ResolvedStep, WireLimit
+from sicell.schedule.model import (
+    TICK_COST_FACTOR,
+    BoardLimits,
+    ResolvedStep,
+    WireLimit,
+    min_tick_ms,
+)
 from sicell.schedule.readers import err
 from sicell.schedule.resolve import resolve_steps
 from sicell.schedule.vocabulary import KIND_CODES, U16
@@ -20,7 +26,7 @@ from sicell.units import a_to_na, s_to_ms, v_to_uv
 if TYPE_CHECKING:
     from sicell.schedule.document import Schedule
 
-__all__ = ["compile_schedule", "header"]
+__all__ = ["check_tick_cost", "compile_schedule", "header"]
 
 WireHeader = tuple[int, int, int, int, int, int, int, int]
 WireStep = tuple[int, int, int, int, int, int, int, int, int, int, int]
@@ -35,6 +41,7 @@ def compile_schedule(sched: Schedule, limits: BoardLimits) -> bytes:
             f"{sched.source}: {len(sched.steps)} steps; expected at most {wire.MAX_STEPS} "
             "(use loops to repeat blocks)"
         )
+    check_tick_cost(sched, limits)
     hdr = header(sched, limits)
     resolved = resolve_steps(sched, limits)
     check_cutoff_sides(sched, resolved)
@@ -58,6 +65,24 @@ def compile_schedule(sched: Schedule, limits: BoardLimits) -> bytes:
             step=e.step if e.step >= 0 else None,
         ) from e
     return blob
+
+
+def check_tick_cost(sched: Schedule, limits: BoardLimits) -> None:
+    """Refuse a control tick shorter than ``TICK_COST_FACTOR`` times what a tick costs the board
+    (``limits.tick_cost_us``; None: not checked), naming both figures."""
+    cost = limits.tick_cost_us
+    if cost is None:
+        return
+    tick = sched.control.tick_ms
+    if tick * 1000 < TICK_COST_FACTOR * cost:
+        raise err(
+            "[control]",
+            f"tick_ms = {tick} is below {TICK_COST_FACTOR} × the {cost / 1000:.1f} ms a control "
+            f"tick costs this board ({limits.tick_cost_source}), so ticks would overrun; "
+            f"expected tick_ms ≥ {min_tick_ms(cost)}",
+            key="tick_ms",
+            value=tick,
+        )
 
 
 def _wire_step(r: ResolvedStep) -> tuple[WireStep, list[WireLimit]]:

@@ -195,11 +195,12 @@ def run_outcome(
             return Outcome("safety trip", EXIT_TRIPPED, describe_trip(trip, limits, labels))
         fault = _last(events, M.EV_ERROR)
         if fault is not None:
-            name = M.FAULT_NAMES.get(fault.reason, f"fault {fault.reason}")
+            from sicell.replies import fault_text
+
             return Outcome(
                 "firmware fault",
                 EXIT_TRIPPED,
-                f"firmware fault ended the run: {name} (detail {fault.value}) in "
+                f"firmware fault ended the run: {fault_text(fault.reason, fault.value)} in "
                 f"{_step(fault.step, labels)}; the board went safe",
             )
         return Outcome("safety trip", EXIT_TRIPPED, "safety trip (no EV_SAFETY stored)")

@@ -24,9 +24,21 @@ If main returns (or raises, calls sys.exit, or gets a Ctrl-C) the board sits in 
 running watchdog virtual time runs on (in wall time, as an idle board) until it resets the board, otherwise the process
 exits (code 0 after a return / sys.exit, 1 after an uncaught exception, with the
 traceback on stderr).  Exit code 0 also for the control command 'quit', stop_after_s and
-max_boots.  Status lines on stderr:
+max_boots.
+
+Flashed mode (config 'flashed', emulator option flashed=1): the board boots what its flash
+directory (cwd) holds, as a chip does: main.py if there is one, with Ctrl-C on until the
+firmware turns it off (repl.py); then, whatever way main ended, the MicroPython REPL on the
+link (an uncaught exception's traceback goes there too, as on the chip). A soft reset from the
+REPL prints 'MPY: soft reboot' and boots again, without main.py when it came from the raw REPL;
+any other reset also drops what the host had sent (its USB port re-enumerates: the launcher
+hangs the pty up until the next boot line). A running watchdog runs on through a soft reset,
+as the RP2040's does (main.py stops it before it hands the port to the REPL).
+
+Status lines on stderr:
     emu: t=<virtual s> boot <n> cause=<NAME>
     emu: t=<virtual s> reset cause=<NAME> (<why>)
+    emu: t=<virtual s> main ended (<why>): REPL                   (flashed mode)
     emu: t=<virtual s> heap free=<bytes> alloc=<bytes>      (config heap_info)
     emu: t=<virtual s> exit <code> (<why>)
 """
@@ -58,6 +70,10 @@ if W.cfg.get('profile') or __import__('os').getenv('SICELL_EMU_PROFILE'):
 if __import__('os').getenv('SICELL_EMU_CANNED'):
     import canned         # noqa: E402  (the bench's ceiling: a zero-cost I2C bus)
     canned.install(machine)
+REPL = None
+if W.cfg.get('flashed'):
+    import repl as REPL   # noqa: E402  (the chip's REPL and Ctrl-C)
+    REPL.install()
 
 _KEEP = set(sys.modules.keys())
 _PATH = list(sys.path)
@@ -92,40 +108,92 @@ def _exit(code, why):
     sys.exit(code)
 
 
+def _main():
+    """import main and run main.main(); (exit code, why it ended)"""
+    try:
+        import main
+        f = getattr(main, 'main', None)
+        if f is not None:
+            f()
+    except (world.BoardReset, world.EmuExit):
+        raise
+    except SystemExit:
+        return 0, 'main called sys.exit'
+    except KeyboardInterrupt as e:
+        if REPL is not None:
+            sys.print_exception(e, sys.stdout)
+        return 0, 'main interrupted (Ctrl-C)'
+    except Exception as e:  # a firmware crash: printed and reported, as a board does
+        sys.print_exception(e, sys.stderr)
+        if REPL is not None:
+            sys.print_exception(e, sys.stdout)
+        return 1, 'main raised ' + type(e).__name__
+    return 0, 'main returned'
+
+
+def _flashed(raw):
+    """a chip's boot: main.py unless the raw REPL soft-reset, then the REPL; returns the
+    raw flag for the soft reset that ends it"""
+    if not raw:
+        code, why = 0, 'no main.py'
+        if _on_path('main.py'):
+            REPL.kbd_intr(3)  # the port runs main.py with Ctrl-C on
+            code, why = _main()
+            REPL.kbd_intr(-1)
+        if W.ctrl is None:  # no launcher, so no host (the launcher's heap probe): end here
+            _exit(code, why)
+        W.log('main ended (%s): REPL' % why)
+    raw = REPL.serve(raw)
+    W.log('reset cause=SOFT_RESET (REPL)')
+    return raw
+
+
+def _on_path(name):
+    # a file of the module path (the flash directory is '.' on it)
+    for d in sys.path:
+        try:
+            __import__('os').stat(d + '/' + name if d else name)
+            return True
+        except OSError:
+            pass
+    return False
+
+
 def run():
     cause = world.PWRON_RESET
+    raw = False  # flashed mode: the last soft reset came from the raw REPL
     max_boots = int(W.cfg['max_boots'])
     while True:
         if max_boots and W.boots >= max_boots:
             _exit(0, 'max_boots reached')
+        wdt = (W.wdt_timeout, W.wdt_last)
         W.boot(cause)
+        if REPL is not None and cause == world.SOFT_RESET and wdt[0]:
+            W.wdt_timeout, W.wdt_last = wdt  # the RP2040's watchdog runs on through a soft reset
+            W._recompute_next()
         W.log('boot %d cause=%s' % (W.boots, world.CAUSE_NAMES.get(cause, str(cause))))
         if W.cfg['heap_info']:
             W.log(W.heap_line())
-        code = 0
-        why = 'main returned'
         W.take_ballast()
         try:
-            try:
-                import main
-                f = getattr(main, 'main', None)
-                if f is not None:
-                    f()
-            except (world.BoardReset, world.EmuExit):
-                raise
-            except SystemExit:
-                why = 'main called sys.exit'
-            except KeyboardInterrupt:
-                why = 'main interrupted (Ctrl-C)'
-            except Exception as e:  # a firmware crash: printed and reported, as a board does
-                sys.print_exception(e, sys.stderr)
-                code = 1
-                why = 'main raised ' + type(e).__name__
-            if not _repl_idle():
-                _exit(code, why)
+            if REPL is not None:
+                raw = _flashed(raw)
+                cause = world.SOFT_RESET
+                sys.stdout.write('MPY: soft reboot\r\n')
+            else:
+                code, why = _main()
+                if not _repl_idle():
+                    _exit(code, why)
         except world.BoardReset as r:
             cause = r.cause
             W.log('reset cause=%s (%s)' % (world.CAUSE_NAMES.get(cause, str(cause)), r.why))
+            if REPL is not None:
+                REPL.kbd_intr(-1)
+                if cause == world.SOFT_RESET:
+                    sys.stdout.write('MPY: soft reboot\r\n')
+                else:
+                    raw = False
+                    REPL.lost_link()
         except world.EmuExit as e:
             _exit(e.code, e.why)
         _drop_firmware()

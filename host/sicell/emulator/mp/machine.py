@@ -6,11 +6,14 @@ freq, reset, soft_reset, reset_cause, idle, lightsleep, deepsleep, disable_irq,
 enable_irq, and the reset-cause constants.  All state lives in the world object
 (world.py) so that it survives the firmware's modules being reloaded after a reset.
 
-Reset causes: PWRON_RESET (first boot, brown-out), HARD_RESET (machine.reset()),
-WDT_RESET (watchdog expired), DEEPSLEEP_RESET (machine.deepsleep()), SOFT_RESET
-(machine.soft_reset(), control command 'reset').  Note: on a real rp2, machine.reset()
-is implemented with the watchdog and reads back as WDT_RESET; the emulator reports
-HARD_RESET so that tests can tell the two apart.
+mem32 with the watchdog's CTRL and scratch registers (see _Mem32).
+
+Reset causes, as the rp2 port reports them: PWRON_RESET (first boot, brown-out), WDT_RESET
+(watchdog expired, and machine.reset(), which the RP2040 implements with the watchdog: the
+status line says which), DEEPSLEEP_RESET (machine.deepsleep()), SOFT_RESET
+(machine.soft_reset(), control command 'reset'). The watchdog's scratch registers
+(mem32 at 0x4005800C..0x40058028) survive every reset but a power-on, so firmware can leave
+itself a note across machine.reset() as on the chip.
 
 I2C errors: an address nobody answers -> OSError(ENODEV = 19); a data byte the target
 NAKs -> OSError(EIO = 5) (see chips.py).  The chips sit on I2C0 with SDA = GP4 and
@@ -282,7 +285,7 @@ def freq(hz=None):
 
 
 def reset():
-    _W.raise_reset(HARD_RESET, 'machine.reset()')
+    _W.raise_reset(WDT_RESET, 'machine.reset()')  # a watchdog reboot on the RP2040
 
 
 def soft_reset():
@@ -309,6 +312,33 @@ def deepsleep(time_ms=None):
     if time_ms:
         _W.advance(int(time_ms) * 1000)
     _W.raise_reset(DEEPSLEEP_RESET, 'machine.deepsleep()')
+
+
+class _Mem32:
+    """mem32: the watchdog's CTRL register (WATCHDOG_BASE 0x40058000, bit 30 ENABLE; in flashed
+    mode clearing ENABLE stops the watchdog as on the RP2040, main.py does before it hands the
+    port to mpremote) and its SCRATCH0..7 registers (kept across resets but power-on); other
+    addresses read 0 and ignore writes"""
+
+    def __getitem__(self, addr):
+        k = (addr - _WDT_SCRATCH0) >> 2
+        if 0 <= k < 8 and not addr & 3:
+            return _W.scratch[k]
+        return _WDT_ENABLE if addr == _WDT_CTRL and _W.wdt_timeout else 0
+
+    def __setitem__(self, addr, value):
+        k = (addr - _WDT_SCRATCH0) >> 2
+        if 0 <= k < 8 and not addr & 3:
+            _W.scratch[k] = value & 0xFFFFFFFF
+        elif addr == _WDT_CTRL and _W.cfg.get('flashed') and not value & _WDT_ENABLE:
+            _W.wdt_timeout = 0
+            _W._recompute_next()
+
+
+_WDT_CTRL = 0x40058000
+_WDT_SCRATCH0 = 0x4005800C
+_WDT_ENABLE = 1 << 30
+mem32 = _Mem32()
 
 
 def disable_irq():

@@ -184,6 +184,7 @@ class World(_idle.Idle, _ctrl.Ctrl):
         self.cpu_freq = 125000000
         # resets
         self.reset_cause = PWRON_RESET
+        self.scratch = [0] * 8    # the watchdog's SCRATCH0..7: kept by every reset but power-on
         self.boots = 0
         self._reset = None
         # control channel
@@ -488,6 +489,7 @@ class World(_idle.Idle, _ctrl.Ctrl):
         self.sync()
         self._pins_default()
         self.wdt_timeout = 0
+        self.scratch = [0] * 8
         self.timers = []
         self.pending = []
         self.now += int(ms) * 1000
