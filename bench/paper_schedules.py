@@ -3,8 +3,10 @@
 ``cycling_toml`` and ``rate_toml`` take ``host/sicell/examples/paper-cycling.toml`` and
 ``paper-rate.toml`` (both written for the thin porous film), put the film's [cell] values in
 (``sicell.emulator.cellmodels.film_params``), scale the guard durations to the film's capacity
-and set the cycle count, rests and rates asked for; the helpers below read such a schedule
-back (its rate cutoffs, cycle count and rest length).
+and set the cycle count, rests and rates asked for. The rate test delithiates to the paper's
+1.2 V vs Li at every rate (IR-corrected: 2.08 V measured at 10 mA/cm², inside the board's
+±2.4 V window), with the safety window's top 0.1 V above the highest measured cutoff. The
+helpers below read such a schedule back (its rate cutoffs, cycle count and rest length).
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ from typing import Any
 
 import sicell
 from sicell.emulator.cellmodels import film_params
+from sicell.schedule import parse_schedule
 from sicell.schedule.tomlwrite import dump_toml
 from sicell.schedule.vocabulary import DURATION_KEYS
 
 EXAMPLES = Path(sicell.__file__).resolve().parent / "examples"
 CYCLING_TOML = EXAMPLES / "paper-cycling.toml"
 RATE_TOML = EXAMPLES / "paper-rate.toml"
+PAPER_CUTOFF_V_LI = 1.2  # the paper's delithiation cutoff (DESIGN §6: 0.01-1.2 V vs Li+/Li)
+SAFETY_ABOVE_CUTOFF_V = 0.1  # the rate test's safety v_max above its highest measured cutoff
 
 
 def _duration_s(step: Mapping[str, Any]) -> float | None:
@@ -122,14 +127,37 @@ def rate_toml(
         blocks = [b for b, h in zip(blocks, have, strict=True) if h is None or is_in(h, rates)]
     doc["step"] = [st for b in blocks for st in b]
     _scale_guards(doc["step"], scale, rest_min)
+    v_max = _paper_cutoffs(doc)
     kept = [h for h in (_block_rate(b) for b in blocks) if h is not None]
     doc["description"] = (
         f"{film}: CC-CV lithiation at 0.1 mA/cm2, delithiation at "
-        f"{', '.join(f'{j:g}' for j in kept)} mA/cm2"
+        f"{', '.join(f'{j:g}' for j in kept)} mA/cm2 to {PAPER_CUTOFF_V_LI:g} V vs Li"
     )
     rests = f"rests {rest_min:g} min" if rest_min is not None else ""
     picked = f"rates {', '.join(f'{j:g}' for j in kept)} mA/cm2" if rates is not None else ""
-    return dump_toml(doc, _header(RATE_TOML, film, scale, rests, picked))
+    cut = (
+        f"delithiation to the paper's {PAPER_CUTOFF_V_LI:g} V vs Li at every rate, "
+        f"safety v_max {v_max:.2f} V cell"
+    )
+    return dump_toml(doc, _header(RATE_TOML, film, scale, rests, picked, cut))
+
+
+def _paper_cutoffs(doc: dict[str, Any]) -> float:
+    """Set every delithiation's cutoff to the paper's (vs Li) and the safety window's top, in
+    cell volts, ``SAFETY_ABOVE_CUTOFF_V`` above the highest measured cutoff (an IR-corrected
+    one is shifted by I·R, as the schedule's own step rows give it); returns that top."""
+    steps: list[dict[str, Any]] = doc["step"]
+    for st in steps:
+        if st.get("direction") == "delithiation" and "current_density_ma_cm2" in st:
+            st["until_v"] = PAPER_CUTOFF_V_LI
+    rows = parse_schedule(dump_toml(doc, "")).step_rows()
+    measured = [v for (_, kind, _, v, _) in rows if kind == "cc" and v is not None]
+    safety = doc.setdefault("safety", {})
+    top = math.ceil((max(measured) + SAFETY_ABOVE_CUTOFF_V) * 20) / 20  # up to 50 mV
+    if safety.get("vs", doc.get("vs")) != "cell":
+        raise ValueError(f'{RATE_TOML.name}: expected [safety] in cell volts (vs = "cell")')
+    safety["v_max"] = max(float(safety.get("v_max", top)), top)
+    return float(safety["v_max"])
 
 
 def _delith_steps(steps: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

@@ -16,6 +16,9 @@ is >= |I| / 0.9 (board.json autorange.select_pct), and measure() steps up when
 |I| > 95 % FS or the current reading clips, and down when |I| < 8 % FS and the set point
 still fits the lower range (hysteresis: a step never lands outside 9 .. 90 % FS).
 
+Voltage: over the ADC's fine range (ADS1115 +-2.048 V), and over its wide range (+-4.096 V)
+above 15/16 of the fine one, back below 7/8 (board.json adc voltage pga_mV / wide_pga_mV).
+
 Hot paths: measure() is integer-only and allocation-free (on the RP2040 every product
 stays below 2**30); set_current() uses a few floats for the DAC code (boxed floats are
 the only allocation).
@@ -71,10 +74,6 @@ class Frontend:
         self._sel = tuple(fs * sel // 100 for fs in self.full_scale_nA)
         self._up = tuple(fs * up // 100 for fs in self.full_scale_nA)
         self._down = tuple(fs * down // 100 for fs in self.full_scale_nA)
-        lim = cfg['limits']
-        self.v_min_uV = lim['v_min_uV']
-        self.v_max_uV = lim['v_max_uV']
-        self.compliance_uV = lim['compliance_uV']
         self.autorange = True
         # bus and chips
         if i2c is None:
@@ -90,6 +89,35 @@ class Frontend:
         self.dac.write(self._mid)
         part, p = board.adc(cfg)
         self.adc = drivers.make_adc(i2c, part, p)
+        # The voltage channel: ADC channel 0, and channel 2 over a wide range where board.json
+        # gives one (ADS1115: +-2.048 V at 62.5 uV per code, +-4.096 V at 125 uV). A reading
+        # above 15/16 of the fine range (or clipped there) is taken again over the wide one,
+        # which stays in use until a reading falls below 7/8 of the fine range.
+        self._vw = 2 if 'wide_pga_mV' in p['voltage'] else 0
+        self._vch = 0
+        self.v_wide = False      # the last voltage reading was taken over the wide range
+        fine = self.adc.span_uv(0)
+        self._v_up = fine - fine // 16
+        self._v_down = fine - fine // 8
+        # What it reads: its full scale, and the inputs' reach of the rails (AIN0 on the
+        # mid-rail, AIN1 = mid - V_cell within 0 .. rail; beyond, the input clamps bend the
+        # reading). A reading outside lo .. hi counts as clipped.
+        a = cfg['adc']
+        span = self.adc.span_uv(self._vw)
+        mid = a.get('mid_rail_uV', span)
+        self._v_lo = max(-span, mid - a.get('rail_uV', mid + span))
+        self._v_hi = min(span, mid)
+        # The cell-voltage window is board.json's (limits). Where the channel reads less, the
+        # window narrows to what it reads less 1/32, in board.json's limits too, which the
+        # engine and INFO take it from.
+        lim = cfg['limits']
+        if lim['v_max_uV'] > self._v_hi - self._v_hi // 32:
+            lim['v_max_uV'] = self._v_hi - self._v_hi // 32
+        if lim['v_min_uV'] < self._v_lo - self._v_lo // 32:
+            lim['v_min_uV'] = self._v_lo - self._v_lo // 32
+        self.v_min_uV = lim['v_min_uV']
+        self.v_max_uV = lim['v_max_uV']
+        self.compliance_uV = lim['compliance_uV']
         self.cal = calibration.Calibration(self.n_ranges)
         # state
         self.range = self.n_ranges - 1
@@ -175,8 +203,20 @@ class Frontend:
     def measure(self):
         adc = self.adc
         r = self.range
-        v = adc.read_uv(0)
+        ch = self._vch
+        v = adc.read_uv(ch)
         vc = adc.clipped
+        if self._vw:
+            a = -v if v < 0 else v
+            if ch == 0:
+                if vc or a > self._v_up:
+                    ch = self._vch = self._vw
+                    v = adc.read_uv(ch)
+                    vc = adc.clipped
+            elif a < self._v_down:
+                self._vch = 0                # the next reading over the fine range
+        self.v_wide = ch != 0
+        vc = vc or v <= self._v_lo or v >= self._v_hi
         s = adc.read_uv(1)
         ic = adc.clipped
         d = self._div[r]

@@ -200,7 +200,16 @@ def test_board_json_matches_the_emulated_pcb() -> None:
     assert (cfg["i2c"]["id"], cfg["i2c"]["sda"], cfg["i2c"]["scl"]) == (0, 4, 5)
     for part, vref in analog.DAC_VREF.items():
         assert cfg["dac"][part]["vref_mV"] == round(vref * 1000)
-    assert cfg["limits"]["v_max_uV"] == 2_000_000 == -cfg["limits"]["v_min_uV"]
+    # the ADC's rail and mid-rail; the voltage window: AIN1 = VG - V_cell stays inside the
+    # rail (0 .. ADC_VDD) with 0.1 V to spare, and inside the voltage channel's wide range
+    assert cfg["adc"]["rail_uV"] == round(analog.ADC_VDD * 1e6)
+    assert cfg["adc"]["mid_rail_uV"] == round(analog.VG * 1e6)
+    v_max = cfg["limits"]["v_max_uV"]
+    assert v_max == -cfg["limits"]["v_min_uV"] == 2_400_000
+    assert v_max + 100_000 <= round(min(analog.VG, analog.ADC_VDD - analog.VG) * 1e6)
+    volt = cfg["adc"]["ads1115"]["voltage"]
+    assert (volt["pga_mV"], volt["wide_pga_mV"]) == (2048, 4096)  # fine, and wide beyond
+    assert v_max < volt["wide_pga_mV"] * 1000
     assert cfg["watchdog_ms"] <= 8388  # rp2 WDT maximum
 
 

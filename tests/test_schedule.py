@@ -116,7 +116,7 @@ def test_board_limits_from_info() -> None:
     assert lim.compliance_v == pytest.approx(4.0)
     assert lim.ranges_a == pytest.approx((1e-5, 1e-4, 1e-3))
     assert DEFAULT_LIMITS.ranges_a == (10e-6, 100e-6, 1e-3, 10e-3)
-    assert (DEFAULT_LIMITS.v_min_v, DEFAULT_LIMITS.v_max_v) == (-2.0, 2.0)
+    assert (DEFAULT_LIMITS.v_min_v, DEFAULT_LIMITS.v_max_v) == (-2.4, 2.4)  # firmware/board.json
     assert DEFAULT_LIMITS.compliance_v == 4.5
 
 
@@ -178,10 +178,10 @@ def test_paper_rate_values() -> None:
         assert (wire.Q_ABS_I, wire.OP_LE, wire.A_NEXT, 567, 0) in s[1]  # 1 µA/cm²
     delith = [s for s in steps if s[0][0] == wire.K_CC]
     assert [s[0][3] for s in delith] == [-56_700, -567_000, -1_134_000, -2_835_000, -5_670_000]
-    # IR-corrected cutoffs: 1.2 V vs Li (+0.58 V cell) plus |I| × 150 Ω·cm² / 0.567 cm²; the
-    # 10 mA/cm² step stops at 1.05 V vs Li IR-free to stay inside the ±2 V window
+    # IR-corrected cutoffs: 1.2 V vs Li (+0.58 V cell) plus |I| × 150 Ω·cm² / 0.567 cm², the
+    # 10 mA/cm² one too (2.08 V cell: inside the board's ±2.4 V window)
     cutoffs = [lim[3] for s in delith for lim in s[1] if lim[0] == wire.Q_V]
-    assert cutoffs == [595_000, 730_000, 880_000, 1_330_000, 1_930_000]
+    assert cutoffs == [595_000, 730_000, 880_000, 1_330_000, 2_080_000]
     for s in delith:
         # recording: a few hundred points per half-cycle (0.6 mAh/cm² at that current)
         t_half = 0.6 / (abs(s[0][3]) * 1e-6 / AREA) * 3600
@@ -452,8 +452,8 @@ CC_LITH = '[[step]]\nlabel = "lith"\nkind = "cc"\ndirection = "lithiation"\n'
     ("text", "needles"),
     [
         (  # cutoff outside the hardware window
-            CC_LITH + "current_ua = 50\nuntil_v = 3.0\n",
-            ["step 0 ('lith', cc)", "until_v = 3 V vs Li", "+2.3800 V cell", "hardware window"],
+            CC_LITH + "current_ua = 50\nuntil_v = 3.1\n",
+            ["step 0 ('lith', cc)", "until_v = 3.1 V vs Li", "+2.4800 V cell", "hardware window"],
         ),
         (  # hold outside the safety window
             '[safety]\nv_min = 0.0\nv_max = 1.5\n[[step]]\nlabel = "hold"\nkind = "cv"\n'
@@ -790,13 +790,13 @@ def test_ir_corrected_cutoff() -> None:
     assert steps[0][1] == [(wire.Q_V, wire.OP_GE, wire.A_NEXT, 680_000, 0)]  # 0.58 + 0.1 V
     assert parse_schedule(delith).step_rows()[0][3] == pytest.approx(0.68)
     with pytest.raises(ScheduleValidationError) as ei:
-        parse_schedule(delith.replace("current_ua = 100", "current_ua = 1500")).compile()
+        parse_schedule(delith.replace("current_ua = 100", "current_ua = 1900")).compile()
     msg = str(ei.value)
     for needle in (
         "step 0 ('lith', cc)",
         "until_v = 1.2 V vs Li",
-        "I·R = -1.5 mA × 1000 Ω",
-        "measured cutoff +2.0800 V cell",
+        "I·R = -1.9 mA × 1000 Ω",
+        "measured cutoff +2.4800 V cell",
         "hardware window",
     ):
         assert needle in msg, msg

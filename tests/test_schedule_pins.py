@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sicell.schedule import BoardLimits, ScheduleValidationError, parse_schedule
+from sicell.schedule import ScheduleValidationError, parse_schedule
+from sicell.schedule.model import DEFAULT_LIMITS, BoardLimits
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "host" / "sicell" / "examples"
-LIMITS = BoardLimits(
-    -2.0, 2.0, 4.5, (1e-05, 0.0001, 0.001, 0.01)
-)  # the default board limits the pins were recorded with
+LIMITS = DEFAULT_LIMITS  # the reference board's (firmware/board.json: ±2.4 V since the voltage
+# channel got its ±4.096 V range; the ±2.0 V of before changed no pinned byte but paper-rate's)
 PINS: dict[str, dict[str, str]] = {
     "film-quick.toml": {
         "blob_sha256": "d9649105a5fd539d0cd85d1533a445614e502fc9951bd5cf6b07451cc35bc240",
@@ -35,8 +35,8 @@ PINS: dict[str, dict[str, str]] = {
         "derived_sha256": "d44e868bfd66497f462f371febf289669641e61d2937a59ca473941555c66fb5",
     },
     "paper-rate.toml": {
-        "blob_sha256": "373cf5d90fc0211128ab381c5f84b761e4bcdd2bdada496734f86fa20d3de504",
-        "derived_sha256": "2fc46083a930950dbe0530f83e3115ee15e4c4f8de72722380a734ddff0b098f",
+        "blob_sha256": "d3b63bd3b9311c9d3a86f5060f3604732cdb83724b97d735f00994b42392b952",
+        "derived_sha256": "975761b63cbf499ae972b95145977869ab8740d602c1b32538501224c8f97d45",
     },
     "rc-check.toml": {
         "blob_sha256": "00a645cac8b75defa2e0d9401670582fdeb0b2b314821c11560e169ef0fa9120",

@@ -12,7 +12,8 @@ A conversion: write config with OS=1, sleep 1/DR + 5 % (oscillator tolerance) + 
 wake-up, then poll OS until 1 (bounded: OSError(ETIMEDOUT) after two more conversion
 times), then read the conversion register.  microvolts = code * FS_mV * 1000 / 32768,
 done as (code * (FS_mV / 256) * 125) >> 4 so the product stays a small int on the
-RP2040 (< 2**30).  ``clipped`` is True when the code sits at +32767 or -32768.
+RP2040 (< 2**30): 125 uV per code at +-4.096 V, 62.5 uV at +-2.048 V.  ``clipped`` is True
+when the code sits at +32767 or -32768; ``span_uv(ch)`` is the channel's full scale.
 """
 
 from micropython import const
@@ -97,3 +98,7 @@ class ADS1115:
     def read_uv(self, ch):
         c = self.read_code(ch)
         return (c * self._m[ch] * 125 + 8) >> 4
+
+    def span_uv(self, ch):
+        # full scale of channel ch (uV): readings lie within -span .. +span
+        return self._m[ch] * 256000

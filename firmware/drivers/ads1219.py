@@ -11,7 +11,8 @@ read 1 byte), WREG 0x40 + config byte.  Config byte:
 Status: DRDY[7] = a new result is ready.  A conversion: WREG (only when the channel
 changes), START, sleep 1/DR + 5 % + 60 us, poll DRDY, RDATA.
 microvolts = code * 2.048e6 / gain / 2**23 = (code * 125) >> (9 + 2 if gain 4), which
-keeps |code * 125| < 2**30 (a small int on the RP2040).
+keeps |code * 125| < 2**30 (a small int on the RP2040).  ``span_uv(ch)`` is the channel's
+full scale: 2.048 V / gain (internal reference).
 """
 
 from micropython import const
@@ -103,3 +104,7 @@ class ADS1219:
         c = self.read_code(ch)
         s = self._shift[ch]
         return (c * 125 + (1 << (s - 1))) >> s
+
+    def span_uv(self, ch):
+        # full scale of channel ch (uV): readings lie within -span .. +span
+        return 2048000 >> (self._shift[ch] - 9)

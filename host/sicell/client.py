@@ -13,16 +13,17 @@ the ones other modules import from here are re-exported.
 from __future__ import annotations
 
 import contextlib
+import math
 import struct
 import time
-from collections.abc import Callable, Collection
-from typing import TypedDict, Unpack
+from collections.abc import Callable, Collection, Container
+from typing import Any, TypedDict, Unpack
 
+from sicell import upload
 from sicell.errors import (
     BoardError,
     BoardTimeoutError,
     NoFirmwareError,
-    ScheduleVerifyError,
     TransportError,
     VersionMismatchError,
 )
@@ -41,6 +42,7 @@ from sicell.replies import (
     payload_fields,
     state_name,
 )
+from sicell.retry import MIN_WAIT_S, Attempts, RoundTrip
 from sicell.transport import HOST_VERSION, Frame, Link
 
 # Besides Board: the names other modules import from here (replies, NACK texts, errors).
@@ -109,6 +111,8 @@ class Board:
         self.stale_replies = 0
         self.bad_payloads = 0
         self.unsolicited: list[Frame] = []
+        self.round_trip = RoundTrip()
+        self.answered = b""  # the payload the last reply answered (see request)
 
     @classmethod
     def open(
@@ -160,23 +164,29 @@ class Board:
     def _handle(
         self,
         frames: list[Frame],
-        rid: int | None = None,
+        rids: Container[int] = (),
         accept: Collection[int] = (),
         stale: Collection[int] = (),
     ) -> Frame | None:
-        """Handle frames read together; return the first that answers request ``rid`` with a
-        type in ``accept``.
+        """Handle frames read together; return the first that answers a request id in ``rids``
+        with a type in ``accept``.
 
         Every other frame is dispatched, those after the reply included (records that arrive
-        in the same read as the reply must reach the sink, not vanish); an answer to ``rid``
+        in the same read as the reply must reach the sink, not vanish); an answer to ``rids``
         with a type in ``stale`` (an OK where another reply was expected) is counted and
-        dropped. A frame of an incompatible protocol version raises VersionMismatchError.
+        dropped; one whose payload does not fit its type's layout is counted in
+        ``bad_payloads`` and dropped (noise that passed the CRC). A frame of an incompatible
+        protocol version raises VersionMismatchError.
         """
         reply: Frame | None = None
         for fr in frames:
             self._check_version(fr)
-            if reply is None and fr.seq == rid:
+            if reply is None and fr.seq in rids:
                 if fr.type in accept:
+                    if messages.check_length(fr.type, len(fr.payload)):
+                        # a spoilt frame that passed the CRC (~1 in 65,536 do): as if lost
+                        self.bad_payloads += 1
+                        continue
                     reply = fr
                     continue
                 if fr.type in stale:
@@ -216,6 +226,10 @@ class Board:
         self.unsolicited.append(frame)
         del self.unsolicited[:-32]
 
+    def _spoilt(self) -> int:
+        """Frames that arrived spoilt so far: bad frames and payloads of the wrong length."""
+        return self.link.framing_errors + self.bad_payloads
+
     def _nack_error(self, frame: Frame, request: int) -> BoardError:
         """The BoardError for a NACK that answers ``request``."""
         req, code, detail = messages.unpack(messages.NACK, frame.payload)
@@ -233,44 +247,80 @@ class Board:
     def request(
         self,
         msg_type: int,
-        payload: bytes = b"",
+        payload: bytes | Callable[[int], bytes] = b"",
         *,
         expect: int = messages.OK,
         timeout: float | None = None,
         retries: int | None = None,
+        first_wait: float | None = None,
     ) -> Frame:
         """Send a command and return its reply frame (of type ``expect``).
 
-        Idempotent requests are resent (with the same request id) when no reply arrives within
-        ``timeout``; others are sent once. A NACK raises :class:`BoardError`.
+        An idempotent request is resent while no reply arrives: the first wait follows the
+        measured round trip (``first_wait`` overrides it) and grows up to ``timeout`` s (see
+        ``sicell.retry``); it gives up after ``timeout × (1 + retries)`` s in which the board
+        sent nothing, or four times that in all. ``payload`` may be a function of the try
+        (0, 1, ...): a try with a new payload goes under a new request id, and a late reply to
+        an earlier try counts; :attr:`answered` is the payload the reply answers. Others are
+        sent once and waited for ``first_wait`` (default ``timeout``) s. A NACK raises
+        :class:`BoardError`.
         """
-        tmo = self.timeout if timeout is None else timeout
-        tries = 1
-        if msg_type in IDEMPOTENT:
-            tries = 1 + (self.retries if retries is None else retries)
-        rid = self._new_id()
-        name = messages.NAMES.get(msg_type, f"request 0x{msg_type:02x}")
-        for _attempt in range(tries):
-            self.link.send(msg_type, rid, payload)
-            deadline = time.monotonic() + tmo
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                reply = self._handle(
-                    self.link.receive(min(left, 0.2)),
-                    rid,
-                    accept=(expect, messages.NACK),
-                    stale=(messages.OK,),
-                )
-                if reply is not None:
-                    if reply.type == messages.NACK and expect != messages.NACK:
-                        raise self._nack_error(reply, msg_type)
-                    return reply
-        tries_text = f" after {tries} tries" if tries > 1 else ""
-        raise BoardTimeoutError(f"{self.port}: no reply to {name} within {tmo:g} s{tries_text}")
+        cap = self.timeout if timeout is None else timeout
+        once = msg_type not in IDEMPOTENT
+        budget = cap * (1 + (self.retries if retries is None else retries))
+        if first_wait is None:
+            first_wait = cap if once else self.round_trip.wait(cap)
+        plan = Attempts(first_wait, cap, budget)
+        payload_for = payload if callable(payload) else (lambda _k: payload)
+        sent: dict[int, bytes] = {}  # request id -> payload
+        rid, last = 0, None
+        while True:
+            p = payload_for(plan.tries)
+            if p != last:
+                rid, last = self._new_id(), p
+                sent[rid] = p
+            t0 = time.monotonic()
+            heard, bad = self.link.reader.bytes_in, self._spoilt()
+            self.link.send(msg_type, rid, p)
+            reply = self._await(sent, (expect, messages.NACK), t0 + plan.wait)
+            if reply is not None:
+                if plan.tries == 0:
+                    self.round_trip.sample(time.monotonic() - t0)
+                if reply.type == messages.NACK and expect != messages.NACK:
+                    raise self._nack_error(reply, msg_type)
+                self.answered = sent[reply.seq]
+                return reply
+            name = messages.NAMES.get(msg_type, f"request 0x{msg_type:02x}")
+            if once:
+                raise BoardTimeoutError(f"{self.port}: no reply to {name} within {plan.wait:g} s")
+            plan.failed(heard=self.link.reader.bytes_in != heard, lost=self._spoilt() != bad)
+            if plan.exhausted():
+                raise BoardTimeoutError(f"{self.port}: no reply to {name} {plan.describe()}")
 
-    def _request_once(
+    def exchange(
+        self, msg_type: int, payload_for: Callable[[int], bytes], **kw: Any
+    ) -> tuple[Frame, bytes]:
+        """:meth:`request` with a payload per try; returns the reply and the payload it
+        answers."""
+        reply = self.request(msg_type, payload_for, **kw)
+        return reply, self.answered
+
+    def _await(
+        self, rids: Container[int], accept: Collection[int], deadline: float
+    ) -> Frame | None:
+        """Read until a frame answers one of ``rids`` with a type in ``accept``, or
+        ``deadline``."""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            reply = self._handle(
+                self.link.receive(min(left, 0.2)), rids, accept=accept, stale=(messages.OK,)
+            )
+            if reply is not None:
+                return reply
+
+    def request_settled(
         self,
         msg_type: int,
         payload: bytes = b"",
@@ -278,13 +328,27 @@ class Board:
         took_effect: Callable[[Status], bool],
         timeout: float | None = None,
     ) -> None:
-        """Send a request that is not repeatable; when its reply is lost, ask STATUS whether
-        the board acted on it (``took_effect``) and re-raise the timeout if not."""
-        try:
-            self.request(msg_type, payload, timeout=timeout)
-        except BoardTimeoutError:
-            if not took_effect(self.status()):
-                raise
+        """Send a request that is not repeatable blindly. When its reply does not come, ask
+        STATUS whether the board acted on it (``took_effect``); if not, the request never
+        reached it (the board handles requests in order), so it is sent again, up to
+        ``3 × (1 + retries)`` times in all."""
+        cap = self.timeout if timeout is None else timeout
+        plan = Attempts(self.round_trip.wait(cap), cap, cap * (1 + self.retries))
+        most = 3 * (1 + self.retries)
+        while True:
+            try:
+                self.request(msg_type, payload, timeout=cap, first_wait=plan.wait)
+                return
+            except BoardTimeoutError as e:
+                if took_effect(self.status()):
+                    return
+                plan.failed(heard=True, lost=True)
+                if plan.tries >= most or plan.exhausted():
+                    name = messages.NAMES.get(msg_type, f"request 0x{msg_type:02x}")
+                    raise BoardTimeoutError(
+                        f"{self.port}: no reply to {name} in {plan.tries} tries; STATUS said "
+                        f"after each that the board had not acted on it"
+                    ) from e
 
     # -- handshake ---------------------------------------------------------------------------
     def hello(self, timeout: float = 5.0) -> BoardInfo:
@@ -294,8 +358,9 @@ class Board:
         deadline = time.monotonic() + timeout
         errors_before = self.link.framing_errors
         bytes_before = self.link.reader.bytes_in
-        interval = 0.5
-        next_send = 0.0
+        # HELLO is resent every 0.1 s while frames arrive garbled (a noisy link), and less
+        # often, up to every 0.5 s, while the board says nothing (still booting, or absent).
+        plan = Attempts(MIN_WAIT_S, 0.5, math.inf)
         self.link.reader.reset()
         # A leading delimiter flushes whatever partial frame the board holds.
         self.link.write_raw(b"\x00")
@@ -303,16 +368,16 @@ class Board:
             now = time.monotonic()
             if now >= deadline:
                 break
-            if now >= next_send:
-                self.link.send(messages.HELLO, rid, payload)
-                next_send = now + interval
-            reply = self._handle(
-                self.link.receive(min(0.1, max(0.0, deadline - now))),
-                rid,
-                accept=(messages.NACK, messages.INFO),
+            heard, bad = self.link.reader.bytes_in, self._spoilt()
+            self.link.send(messages.HELLO, rid, payload)
+            reply = self._await(
+                (rid,), (messages.NACK, messages.INFO), min(deadline, now + plan.wait)
             )
             if reply is not None:
+                if plan.tries == 0:
+                    self.round_trip.sample(time.monotonic() - now)
                 return self._hello_reply(reply)
+            plan.failed(heard=self.link.reader.bytes_in != heard, lost=self._spoilt() != bad)
         got = self.link.reader.bytes_in - bytes_before
         bad = self.link.framing_errors - errors_before
         if got:
@@ -361,57 +426,15 @@ class Board:
     def upload_schedule(
         self, blob: bytes, progress: Callable[[int, int], None] | None = None
     ) -> None:
-        """SCHED_BEGIN, SCHED_CHUNK × n (MAX_CHUNK bytes each), SCHED_END; then verify."""
-        total = len(blob)
-        crc = framing.crc16(blob)
-        self.request(messages.SCHED_BEGIN, messages.pack(messages.SCHED_BEGIN, total, crc))
-        step = messages.MAX_CHUNK
-        for off in range(0, total, step):
-            chunk = blob[off : off + step]
-            self.request(messages.SCHED_CHUNK, messages.pack(messages.SCHED_CHUNK, off) + chunk)
-            if progress is not None:
-                progress(off + len(chunk), total)
-        # SCHED_END is not blindly repeatable: a lost reply is settled by the LOADED state.
-        self._request_once(
-            messages.SCHED_END,
-            took_effect=lambda st: st.state == messages.ST_LOADED,
-            timeout=max(self.timeout, 3.0),
-        )
-        self.verify_schedule(blob)
+        """SCHED_BEGIN, SCHED_CHUNK × n, SCHED_END; then verify (``sicell.upload``)."""
+        upload.upload(self, blob, progress)
 
     def read_schedule(self, length: int) -> bytes:
         """Read ``length`` bytes of the loaded schedule back with SCHED_READ."""
-        out = bytearray()
-        step = messages.MAX_CHUNK
-        for off in range(0, length, step):
-            n = min(step, length - off)
-            fr = self.request(
-                messages.SCHED_READ,
-                messages.pack(messages.SCHED_READ, off, n),
-                expect=messages.SCHED_DATA,
-            )
-            (got_off,) = messages.unpack(messages.SCHED_DATA, fr.payload)
-            data = messages.tail(messages.SCHED_DATA, fr.payload)
-            if got_off != off:
-                raise ScheduleVerifyError(
-                    f"{self.port}: SCHED_DATA for offset {got_off}, asked for {off}"
-                )
-            out += data
-            if len(data) < n:
-                break
-        return bytes(out)
+        return upload.read(self, length)
 
     def verify_schedule(self, blob: bytes) -> None:
-        back = self.read_schedule(len(blob))
-        if back != blob:
-            where = next(
-                (i for i, (a, b) in enumerate(zip(back, blob, strict=False)) if a != b),
-                min(len(back), len(blob)),
-            )
-            raise ScheduleVerifyError(
-                f"{self.port}: schedule read back differs from the upload at byte {where} "
-                f"({len(back)} of {len(blob)} bytes read); not starting"
-            )
+        upload.verify(self, blob)
 
     def start(self, run_id: int) -> None:
         """START a loaded schedule as run ``run_id``.
@@ -419,7 +442,7 @@ class Board:
         START is not repeatable, so a lost reply is settled by asking STATUS whether the board
         runs this run id.
         """
-        self._request_once(
+        self.request_settled(
             messages.START,
             messages.pack(messages.START, run_id & 0xFFFFFFFF),
             took_effect=lambda st: (
@@ -428,14 +451,21 @@ class Board:
         )
 
     def pause(self) -> None:
-        self.request(messages.PAUSE)
+        """PAUSE the run (a lost reply is settled with STATUS, like START)."""
+        self.request_settled(messages.PAUSE, took_effect=lambda st: st.state == messages.ST_PAUSED)
 
     def resume(self) -> None:
-        self.request(messages.RESUME)
+        """RESUME a paused, held or interrupted run (a lost reply is settled with STATUS)."""
+        self.request_settled(
+            messages.RESUME,
+            took_effect=lambda st: (
+                st.state not in (messages.ST_PAUSED, messages.ST_HOLD, messages.ST_INTERRUPTED)
+            ),
+        )
 
     def stop(self) -> None:
         """STOP the run (a lost reply is settled with STATUS, like START)."""
-        self._request_once(messages.STOP, took_effect=lambda st: not st.has_run)
+        self.request_settled(messages.STOP, took_effect=lambda st: not st.has_run)
 
     def ack(self, seq: int) -> None:
         """Tell the board every record up to ``seq`` is stored (no reply)."""
@@ -464,7 +494,8 @@ class Board:
         )
 
     def cal_save(self) -> None:
-        self.request(messages.CAL_SAVE, timeout=max(self.timeout, 3.0))
+        # a flash write: its first wait is a whole timeout, so a slow write is not asked twice
+        self.request(messages.CAL_SAVE, timeout=max(self.timeout, 3.0), first_wait=self.timeout)
 
     def calibration(self) -> list[CalEntry]:
         """Every range × channel entry the board reports (an empty list if it has none)."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
 from sicell.units import Reference, to_cell_v, to_li_v
@@ -12,7 +14,9 @@ from sicell.units import Reference, to_cell_v, to_li_v
 __all__ = [
     "CONVENTIONS",
     "DEFAULT_LIMITS",
+    "DEFAULT_TICK_COST_US",
     "PERMISSIVE",
+    "TICK_COST_FACTOR",
     "Amount",
     "BoardLimits",
     "ChargeKind",
@@ -28,6 +32,7 @@ __all__ = [
     "StepSpec",
     "Vs",
     "WireLimit",
+    "documented_limits",
 ]
 
 CONVENTIONS: dict[str, str] = {
@@ -56,15 +61,28 @@ WireLimit = tuple[int, int, int, int, int]
 """One end condition or limit in wire terms: (quantity, op, action, value, target)."""
 
 
+DEFAULT_TICK_COST_US = 6000
+"""What a control tick is taken to cost a board that reports none: one that has run no control
+tick since it started (INFO's ``tick_us`` is 0), or whose firmware predates the figure. Above the
+5.1 ms 99th percentile measured on an RP2040 with the ADS1115 + MCP4725 drivers, so such a board
+takes control ticks from 12 ms on."""
+
+TICK_COST_FACTOR = 2
+"""A schedule's control tick must be at least this many times what a tick costs the board."""
+
+
 @dataclass(frozen=True)
 class BoardLimits:
     """What the hardware can do: the cell-voltage window, the compliance voltage of the current
-    source and the full-scale currents of its ranges (ascending)."""
+    source, the full-scale currents of its ranges (ascending), and what a control tick costs it
+    (µs; None: not known, not checked) with where that figure comes from."""
 
     v_min_v: float
     v_max_v: float
     compliance_v: float
     ranges_a: tuple[float, ...]
+    tick_cost_us: int | None = None
+    tick_cost_source: str = ""
 
     @property
     def i_max_a(self) -> float:
@@ -74,20 +92,59 @@ class BoardLimits:
     @classmethod
     def from_info(cls, info: Mapping[str, Any]) -> BoardLimits:
         """From INFO fields (``messages.LAYOUTS`` names; ``v_min_uv``, ``v_max_uv``,
-        ``compliance_uv`` in µV) plus ``ranges_na`` (full-scale currents in nA, range order)."""
+        ``compliance_uv`` in µV) plus ``ranges_na`` (full-scale currents in nA, range order)
+        and INFO's extension (``messages.INFO_EXT``: ``tick_us``, ``idle_us``; absent = 0)."""
         ranges = tuple(float(r) * 1e-9 for r in info["ranges_na"])
+        cost, source = tick_cost(info)
         return cls(
             v_min_v=int(info["v_min_uv"]) * 1e-6,
             v_max_v=int(info["v_max_uv"]) * 1e-6,
             compliance_v=int(info["compliance_uv"]) * 1e-6,
             ranges_a=ranges,
+            tick_cost_us=cost,
+            tick_cost_source=source,
         )
 
 
-DEFAULT_LIMITS = BoardLimits(
-    v_min_v=-2.0, v_max_v=2.0, compliance_v=4.5, ranges_a=(10e-6, 100e-6, 1e-3, 10e-3)
-)
-"""The documented board (DESIGN.md §3): ±2.0 V window, ±4.5 V compliance, 10 µA … 10 mA."""
+def min_tick_ms(cost_us: int) -> int:
+    """The shortest control tick (whole ms) a board whose tick costs ``cost_us`` µs takes."""
+    return -(-TICK_COST_FACTOR * cost_us // 1000)
+
+
+def tick_cost(info: Mapping[str, Any]) -> tuple[int, str]:
+    """What a control tick costs the board of INFO ``info`` (µs) and where the figure comes from:
+    the board's measure of its recent control ticks, else ``DEFAULT_TICK_COST_US``; its idle tick
+    (a measurement alone) when that is longer still."""
+    run = int(info.get("tick_us") or 0)
+    idle = int(info.get("idle_us") or 0)
+    if run > 0:
+        cost, source = run, "measured by the board over its recent control ticks"
+    else:
+        cost, source = DEFAULT_TICK_COST_US, "a default: the board reports no control tick"
+    if idle > cost:
+        cost, source = idle, "the board's idle tick, a measurement alone"
+    return cost, source
+
+
+def documented_limits(board_json: Path | None = None) -> BoardLimits:
+    """The limits of the board the firmware ships for, read from its configuration
+    (``firmware/board.json``, installed as ``sicell.firmware``; the one place they are
+    written): voltage window, compliance and the ranges' full scales. No tick cost (no board,
+    not checked)."""
+    path = board_json or Path(__file__).resolve().parents[1] / "firmware" / "board.json"
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    lim = cfg["limits"]
+    return BoardLimits(
+        v_min_v=lim["v_min_uV"] / 1e6,
+        v_max_v=lim["v_max_uV"] / 1e6,
+        compliance_v=lim["compliance_uV"] / 1e6,
+        ranges_a=tuple(r["full_scale_nA"] / 1e9 for r in cfg["ranges"]),
+    )
+
+
+DEFAULT_LIMITS = documented_limits()
+"""The documented board (DESIGN.md §3, firmware/board.json): ±2.4 V window, ±4.5 V compliance,
+10 µA … 10 mA."""
 
 PERMISSIVE = BoardLimits(v_min_v=-1e9, v_max_v=1e9, compliance_v=math.inf, ranges_a=(math.inf,))
 """Limits that never refuse anything (resolution without checks)."""
