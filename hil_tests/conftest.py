@@ -161,7 +161,8 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
     except RigError as e:
         pytest.exit(str(e), returncode=4)
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw")
-    tag = f"{os.getpid() % 100000}{worker.replace('gw', 'w')}{rig.dummy.kind[0]}"  # one per rig
+    kind = rig.dummy.kind  # one tag per rig: its boards never share an id (or a flash)
+    tag = f"{os.getpid() % 100000}{worker.replace('gw', 'w')}{kind}"
     t = Target(hardware, port if hardware else None, rig, int(cfg.getoption("--emu-seed")), tag)
     yield t
     if not hardware:

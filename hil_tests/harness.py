@@ -279,6 +279,27 @@ class RunOutcome:
     summary: Any  # sicell.session.RunSummary
     elapsed_s: float
     error: BaseException | None = None
+    plan: Plan | None = None  # what ran: the plan with the ticks fit_ticks gave it
+
+
+def fit_ticks(port: str, plan: Plan) -> Plan:
+    """``plan`` with its ticks raised to the shortest the board on ``port`` accepts (twice the
+    control tick cost it reports, sicell.schedule.model.min_tick_ms): a test never asks a board
+    for ticks it would overrun, and a faster board keeps the plan's own."""
+    from dataclasses import replace
+
+    from sicell.client import Board
+    from sicell.schedule.model import BoardLimits, min_tick_ms
+
+    with Board.open(port, hello_timeout=20.0) as b:
+        assert b.info is not None
+        cost = BoardLimits.from_info(b.info.as_dict()).tick_cost_us
+    if cost is None:
+        return plan
+    least = min_tick_ms(cost)
+    return replace(
+        plan, tick_ms=max(plan.tick_ms, least), slow_tick_ms=max(plan.slow_tick_ms, least)
+    )
 
 
 class BackgroundRun:
@@ -298,6 +319,7 @@ class BackgroundRun:
             batch_interval_s=0.1, status_interval_s=0.5, reconnect_max_s=1.0
         )
         self.db_path = db_path
+        self.plan = plan = fit_ticks(port, plan)
         self.session = RunSession.new(plan.schedule(), port, db_path, options=opts)
         self.summary: Any = None
         self.error: BaseException | None = None
@@ -351,7 +373,11 @@ class BackgroundRun:
         if self.error is not None:
             raise self.error
         return RunOutcome(
-            RunDb.load(self.db_path), self.summary, time.monotonic() - self.t0, self.error
+            RunDb.load(self.db_path),
+            self.summary,
+            time.monotonic() - self.t0,
+            self.error,
+            self.plan,
         )
 
 

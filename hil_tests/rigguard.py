@@ -17,12 +17,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from sicell import reenumerate
 from sicell.client import Board, BoardError, CalEntry
 from sicell.protocol import messages as M
 from sicell.transport import TransportError
@@ -48,24 +48,8 @@ def read_calibration(board: Board) -> dict[tuple[int, int], CalEntry]:
 
 def reopen(port: str, board_id: str | None, timeout: float = REOPEN_TIMEOUT_S) -> Board:
     """A handshaken Board on ``port`` once the board is back (after a reset or a replug), the
-    same board as ``board_id`` when given."""
-    end = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < end:
-        try:
-            b = Board.open(port, hello_timeout=5.0)
-        except (TransportError, BoardError, OSError) as e:  # not back yet: try again
-            last = e
-            time.sleep(0.2)
-            continue
-        if board_id is not None and b.info is not None and b.info.board_id != board_id:
-            b.close()
-            raise AssertionError(
-                f"{port} now answers as board {b.info.board_id}, not {board_id}: restore by hand"
-            )
-        return b
-    raise AssertionError(f"board {board_id or '?'} did not come back on {port} in {timeout:g} s "
-                         f"(last error: {last})")  # fmt: skip
+    same board as ``board_id`` when given (sicell.reenumerate.reconnect, the host's helper)."""
+    return reenumerate.reconnect(port, board_id, timeout)
 
 
 def _marker(cache_dir: Path, board_id: str) -> Path:

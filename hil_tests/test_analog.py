@@ -218,7 +218,8 @@ def test_voltage_cutoff_overshoot(profile: RunOutcome, rig: Rig) -> None:
         return
     # a resistor: V = -I·R from the first tick on
     start = next(e for e in db.events if e.code == M.EV_STEP_START and e.step == st)
-    plan = profile_plan(rig)
+    plan = profile.plan
+    assert plan is not None
     late_s = ev.t_s - start.t_s
     ticks = late_s * 1000.0 / plan.tick_ms
     v_load = -I_CUT * rig.dummy.r_dc_ohm

@@ -25,6 +25,7 @@ from hil_tests.harness import (
     RunDb,
     assert_no_loss,
     count_rows,
+    fit_ticks,
     seq_report,
 )
 
@@ -194,7 +195,7 @@ def _sicell(*args: str) -> list[str]:
 
 
 def test_host_killed_and_resumed(dut: Dut, tmp_path: Path, db_path: Path) -> None:
-    plan = dense_plan("hil-host-kill", seconds=30.0)
+    plan = fit_ticks(dut.port, dense_plan("hil-host-kill", seconds=30.0))
     sched = tmp_path / "schedule.toml"
     sched.write_text(plan.toml())
     log1 = open(tmp_path / "run1.log", "wb")  # noqa: SIM115

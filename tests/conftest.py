@@ -37,6 +37,20 @@ def leak_check() -> Iterator[None]:
 
 
 # ---- emulator launchers ---------------------------------------------------------------------
+CHECKOUT = Path(__file__).resolve().parents[1]
+_TOOL_DIRS = {".pytest_cache", ".hypothesis", ".mypy_cache", ".ruff_cache", "__pycache__"}
+
+
+@pytest.fixture(autouse=True)
+def checkout_untouched() -> Iterator[None]:
+    """A test that leaves a new file in the checkout's top directory fails (a firmware
+    scenario run with the checkout as its working directory wrote runstate.json there)."""
+    before = {p.name for p in CHECKOUT.iterdir()}
+    yield
+    new = {p.name for p in CHECKOUT.iterdir()} - before - _TOOL_DIRS
+    assert not new, f"the test left {sorted(new)} in {CHECKOUT}: give it a tmp_path as its cwd"
+
+
 @pytest.fixture
 def rt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A private runtime directory (registry, sockets, logs) for this test's emulators; the

@@ -182,3 +182,27 @@ def test_pty_hangup_is_link_lost() -> None:
         for _ in range(20):
             link.receive(0.05)
     link.close()
+
+
+def test_a_port_gone_under_a_write_is_a_lost_link() -> None:
+    """A USB board that resets re-enumerates: pyserial's flush (tcdrain) then raises
+    termios.error, which is no OSError; the link still reports LinkLostError, never a trace."""
+    termios = pytest.importorskip("termios")
+
+    class Gone:
+        in_waiting = 0
+
+        def write(self, data: bytes) -> int:
+            return len(data)
+
+        def flush(self) -> None:
+            raise termios.error(5, "Input/output error")
+
+        def close(self) -> None:
+            raise termios.error(5, "Input/output error")
+
+    link = transport.Link(Gone(), "/dev/ttyACM9")  # type: ignore[arg-type]
+    with pytest.raises(transport.LinkLostError, match="ttyACM9: write failed"):
+        link.send(messages.PING, 1, messages.pack(messages.PING, 7))
+    link.close()  # closing a port that is gone says nothing
+    assert link.closed

@@ -30,6 +30,16 @@ from sicell.errors import (
 )
 from sicell.protocol import framing, messages
 
+try:
+    import termios
+
+    _TERMIOS_ERRORS: tuple[type[Exception], ...] = (termios.error,)
+except ImportError:  # (not on Windows)
+    _TERMIOS_ERRORS = ()
+PORT_ERRORS: tuple[type[Exception], ...] = (serial.SerialException, OSError, *_TERMIOS_ERRORS)
+"""What pyserial raises when the port goes away under it: a USB board that resets or is
+unplugged makes tcdrain/tcflush fail with termios.error (not an OSError) on POSIX."""
+
 __all__ = [
     "LinkLostError",
     "NoBoardError",
@@ -149,7 +159,7 @@ def open_port(
     except ValueError as e:
         # serial_for_url: unknown scheme, or a handler refusing its arguments.
         raise PortOpenError(f"{port}: {e}") from e
-    except (serial.SerialException, OSError) as e:
+    except PORT_ERRORS as e:
         raise _classify_open_error(port, e) from e
 
 
@@ -262,7 +272,7 @@ class Link:
         try:
             self.ser.write(data)
             self.ser.flush()
-        except (serial.SerialException, OSError) as e:
+        except PORT_ERRORS as e:
             raise LinkLostError(f"{self.name}: write failed: {e}") from e
         self.bytes_out += len(data)
 
@@ -278,7 +288,7 @@ class Link:
                 if more:
                     data += bytes(self.ser.read(min(more, READ_CHUNK)))
             return data
-        except (serial.SerialException, OSError) as e:
+        except PORT_ERRORS as e:
             raise LinkLostError(f"{self.name}: read failed: {e}") from e
         except (TypeError, AttributeError, ValueError) as e:
             # pyserial's posix reader can trip over a fd closed under it by another thread.
@@ -297,7 +307,7 @@ class Link:
         if self.closed:
             return
         self.closed = True
-        with contextlib.suppress(serial.SerialException, OSError):
+        with contextlib.suppress(*PORT_ERRORS):
             self.ser.close()
 
     def __enter__(self) -> Link:
