@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -76,17 +77,20 @@ def run_mp(
     text: bool = False,
 ) -> subprocess.CompletedProcess[Any]:
     """Run ``script`` under ``micropython -X heapsize=...`` with MICROPYPATH set to ``path``
-    (and ``env`` on top of this process's environment); output as bytes, or str with ``text``."""
-    return subprocess.run(
-        mp_argv(script, *args, heap=heap),
-        env={**mp_env(path if path is not None else [ROOT]), **(env or {})},
-        cwd=str(cwd or ROOT),
-        input=stdin,
-        capture_output=True,
-        timeout=timeout,
-        check=False,
-        text=text,
-    )
+    (and ``env`` on top of this process's environment); output as bytes, or str with ``text``.
+    Without ``cwd`` it runs in a temporary directory: firmware code writes its files (runstate,
+    calibration) where it runs, never into the checkout."""
+    with tempfile.TemporaryDirectory(prefix="sicell-mp-") as work:
+        return subprocess.run(
+            mp_argv(script, *args, heap=heap),
+            env={**mp_env(path if path is not None else [ROOT]), **(env or {})},
+            cwd=str(cwd or work),
+            input=stdin,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+            text=text,
+        )
 
 
 def run_mp_json(

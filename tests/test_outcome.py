@@ -245,6 +245,7 @@ def test_stopped_run_exits_4_and_several_boards_the_most_severe(
     tmp_path: Path, boards: list[FakeBoard], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("sicell.cli.run.RunSession", _StopsItsBoard)
+    monkeypatch.chdir(tmp_path)  # `sicell run` names its databases in the working directory
     sched = tmp_path / "s.toml"
     sched.write_text(FAKE_TOML)
     done, stopped = FakeBoard(n_samples=100), FakeBoard(n_samples=10**6)
