@@ -342,10 +342,15 @@ def loop(b, clock=None, max_passes=-1):
             lk.errors += 1
             lk.dfr.reset()
             eng.fault(_FAULT_LINK, _line(e))
-        if lk.want_repl:
-            fe.safe()
-            return
-        if lk.want_reset:
+        if lk.want_repl or lk.want_reset:
+            # leaving: what the host did last (a STOP just before ENTER_REPL or RESET) reaches
+            # flash first, so the board does not come back with that run INTERRUPTED
+            rs.skip = 0
+            if rs.housekeeping(eng, rg.next_seq) < 0:
+                eng.fault(_FAULT_FLASH, rs.failures)
+            if lk.want_repl:
+                fe.safe()
+                return
             _reset(fe)
         if rs.housekeeping(eng, rg.next_seq) < 0:
             eng.fault(_FAULT_FLASH, rs.failures)

@@ -19,6 +19,7 @@ from sicell import flash, reenumerate
 from sicell.cli import cli
 from sicell.client import Board, new_run_id
 from sicell.emulator.registry import list_emulators
+from sicell.protocol import framing
 from sicell.protocol import messages as M
 from sicell.transport import open_port
 
@@ -100,8 +101,9 @@ def test_board_mid_run_is_refused_without_force(rt: Path, tmp_path: Path) -> Non
     assert "stopping it (--force)" in res.output
     with Board.open(u, hello_timeout=10.0) as b:
         assert b.info is not None
-        # the run is over (stopped; or interrupted if the stop had not reached flash yet)
-        assert b.info.state != M.ST_RUNNING, b.info.state_name
+        # the run is over, not interrupted: its STOP reached flash before the board left for
+        # the REPL (the boot after the flash finds no active run and loads the schedule)
+        assert b.info.state in (M.ST_IDLE, M.ST_LOADED), b.info.state_name
 
 
 def test_file_damaged_in_transfer_is_caught(
@@ -238,3 +240,24 @@ def test_a_board_that_does_not_reset_is_reported_in_one_line(
     line = _error(_flash("--port", url("noreset", fd)))
     assert "the board did not reset: its port was still the same 1 s after the reset" in line
     assert registry("noreset")["plugs"] == 1
+
+
+def test_a_stop_right_before_the_repl_reaches_flash(rt: Path, tmp_path: Path) -> None:
+    """STOP and ENTER_REPL in one write (read in one poll): the board saves the stopped run
+    before it leaves for the REPL, so its next boot finds no run to call interrupted."""
+    fd = flash_dir(tmp_path, "stoprepl", staged=True)
+    u = url("stoprepl", fd)
+    with Board.open(u, hello_timeout=20.0) as b:
+        b.upload_schedule(sched_blob(3))
+        b.start(new_run_id())
+        enc = framing.Encoder()
+        b.link.write_raw(
+            bytes(enc.encode(M.STOP, 0x7001, b"")) + bytes(enc.encode(M.ENTER_REPL, 0x7002, b""))
+        )
+        wait_for(lambda: log_lines("stoprepl", "main ended"), 10, "the board in its REPL")
+    dev = registry("stoprepl")["pty"]
+    p = mpremote(dev, "soft-reset")  # main.py boots again
+    assert p.returncode == 0, p.stderr
+    with Board.open(u, hello_timeout=20.0) as b:
+        assert b.info is not None
+        assert b.info.state != M.ST_INTERRUPTED, b.info.state_name
