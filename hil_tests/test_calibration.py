@@ -15,7 +15,7 @@ from sicell.protocol import messages as M
 from sicell.protocol.framing import PROTO_MAJOR
 from sicell.transport import TransportError
 
-from hil_tests.conftest import Dut, Target
+from hil_tests.conftest import Dut, Target, shutdown_emulator
 from hil_tests.rigguard import (
     CalibrationGuard,
     guarded_calibration,
@@ -137,26 +137,33 @@ def _sicell() -> list[str]:
 
 
 def test_flash_round_trip(target: Target, dut: Dut, tmp_path: Path) -> None:
-    """`sicell flash` writes the firmware, the board comes back speaking the protocol and
-    reports the version the host ships."""
+    """`sicell flash` writes the firmware, the board comes back (its USB port re-enumerates)
+    speaking the protocol, reports the version the host ships and a soft reset. On the
+    emulator: a fresh ``flashed=1`` board (MicroPython with an empty flash, as out of the box)."""
+    port = dut.port
+    board_id = None
     if not target.hardware:
-        pytest.skip(
-            "flashing needs a real board (the emulator runs the firmware tree directly); "
-            "run with --port and [flash] enabled = true in the rig file"
-        )
-    if not target.rig.flash_enabled:
+        board_id = target.new_board_id("flash")
+        target.started.append(board_id)
+        port = target.emu_url(board_id, flashed=1)
+    elif not target.rig.flash_enabled:
         pytest.skip("flashing is off for this rig ([flash] enabled = false in the rig file)")
-    p = subprocess.run(
-        [*_sicell(), "flash", "--port", dut.port],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert p.returncode == 0, f"sicell flash failed:\n{p.stdout[-3000:]}{p.stderr[-3000:]}"
-    with Board.open(dut.port, hello_timeout=30.0) as b:
-        assert b.info is not None
-        assert b.info.proto_major == PROTO_MAJOR
-        b.ping()
+    try:
+        p = subprocess.run(
+            [*_sicell(), "flash", "--port", port],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert p.returncode == 0, f"sicell flash failed:\n{p.stdout[-3000:]}{p.stderr[-3000:]}"
+        with Board.open(port, hello_timeout=30.0) as b:
+            assert b.info is not None
+            assert b.info.proto_major == PROTO_MAJOR
+            assert b.info.reset_cause == M.RC_SOFT, b.info.reset_cause_name  # the host asked
+            b.ping()
+    finally:
+        if board_id is not None:
+            shutdown_emulator(board_id)
 
 
 def _micropython() -> list[str]:
