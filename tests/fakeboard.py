@@ -23,6 +23,20 @@ from sicell.protocol import schedule as wire_schedule
 M = messages
 
 
+FAKE_TOML = """
+name = "fake"
+vs = "cell"
+[reference]
+electrode = "In-Li"
+[[step]]
+kind = "cc"
+direction = "lithiation"
+current_ua = 100
+duration_s = 10
+"""
+"""A one-step schedule the fake board runs (the CLI and session tests upload it)."""
+
+
 def sched_blob(n_steps: int = 30) -> bytes:
     steps = []
     for k in range(n_steps):

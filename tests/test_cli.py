@@ -25,24 +25,12 @@ from sicell.cli import board as cli_board
 from sicell.cli import common as cli_common
 from sicell.protocol import messages as M
 
-from tests.fakeboard import FakeBoard
+from tests.fakeboard import FAKE_TOML, FakeBoard
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_store = pytest.mark.skipif(
     importlib.util.find_spec("sicell.store") is None, reason="sicell.store is not there yet"
 )
-
-FAKE_TOML = """
-name = "fake"
-vs = "cell"
-[reference]
-electrode = "In-Li"
-[[step]]
-kind = "cc"
-direction = "lithiation"
-current_ua = 100
-duration_s = 10
-"""
 
 
 @pytest.fixture

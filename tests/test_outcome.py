@@ -34,7 +34,7 @@ from sicell.session.opencircuit import check_open_circuit
 from sicell.session.outcome import Outcome, SafetyLimits, describe_trip, safety_limits
 from sicell.units import REFERENCES
 
-from tests.fakeboard import FakeBoard
+from tests.fakeboard import FAKE_TOML, FakeBoard
 
 IN_LI = REFERENCES["In-Li"]
 LIMITS = SafetyLimits(
@@ -188,17 +188,6 @@ def test_open_circuit_outside_the_window_is_refused() -> None:
 
 
 # ---- the CLI against fake boards ------------------------------------------------------------
-FAKE_TOML = """
-name = "fake"
-vs = "cell"
-[reference]
-electrode = "In-Li"
-[[step]]
-kind = "cc"
-direction = "lithiation"
-current_ua = 100
-duration_s = 10
-"""
 
 
 def _invoke(*args: str) -> Result:

@@ -36,7 +36,7 @@ from sicell.session import (
     run_many,
 )
 
-from tests.fakeboard import FakeBoard
+from tests.fakeboard import FAKE_TOML, FakeBoard
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,17 +45,6 @@ pytestmark = pytest.mark.skipif(
     reason="sicell.store (the run database writer) is not there yet",
 )
 
-FAKE_TOML = """
-name = "fake"
-vs = "cell"
-[reference]
-electrode = "In-Li"
-[[step]]
-kind = "cc"
-direction = "lithiation"
-current_ua = 100
-duration_s = 10
-"""
 
 FAST = SessionOptions(
     batch_records=50,
