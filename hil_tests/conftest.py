@@ -161,6 +161,16 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
     except RigError as e:
         pytest.exit(str(e), returncode=4)
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw")
+    if hardware and port:
+        # a restore an earlier run left undone (killed mid-test) is finished before any test
+        from hil_tests.rigguard import restore_pending
+
+        reporter = cfg.pluginmanager.get_plugin("terminalreporter")
+        restore_pending(
+            port,
+            Path(cfg.cache.mkdir("sicell-hil")),
+            lambda line: reporter.write_line(line) if reporter else None,
+        )
     kind = rig.dummy.kind  # one tag per rig: its boards never share an id (or a flash)
     tag = f"{os.getpid() % 100000}{worker.replace('gw', 'w')}{kind}"
     t = Target(hardware, port if hardware else None, rig, int(cfg.getoption("--emu-seed")), tag)
