@@ -22,7 +22,7 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from sicell.errors import (
 from sicell.progress import Display, NullDisplay
 from sicell.protocol import messages as M
 from sicell.session import runmeta
+from sicell.session.controls import Controls, execute, status_from_dict
 from sicell.session.opencircuit import check_open_circuit
 from sicell.session.options import SessionOptions
 from sicell.session.outcome import run_outcome, safety_limits
@@ -71,6 +72,8 @@ class RunSession:
         options: SessionOptions | None = None,
         extra_meta: dict[str, Any] | None = None,
         store_factory: StoreFactory | None = None,
+        controls: Controls | None = None,
+        on_commit: Callable[[Sequence[Record]], None] | None = None,
     ) -> None:
         if not resume and schedule is None:
             raise ValueError("a new run needs a schedule")
@@ -83,6 +86,10 @@ class RunSession:
         self.opt = options or SessionOptions()
         self.extra_meta = extra_meta or {}
         self._store_factory = store_factory
+        # requests from other threads/processes, run on this session's board between polls
+        self.controls = controls
+        # told every batch of records once it is durable (a service broadcasts them)
+        self.on_commit = on_commit
         self.board: Board | None = None
         self.store: store_mod.RunStore | None = None
         self.info: BoardInfo | None = None
@@ -434,6 +441,8 @@ class RunSession:
         self._book_news()
         if ack and self.board is not None:
             self.board.ack(batch.top)
+        if self.on_commit is not None:
+            self.on_commit(batch.records)
         return True
 
     def _book_news(self, *, last: bool = False) -> None:
@@ -503,6 +512,7 @@ class RunSession:
                     self.board.poll(0.05)
                 probed = False
                 self._commit()
+                self._serve_controls()
                 now = time.monotonic()
                 if now - last_status >= self.opt.status_interval_s or (
                     self.book.end_seq is not None and not end_confirmed
@@ -548,6 +558,19 @@ class RunSession:
             self.store.set_meta("ended_at", runmeta.now_iso())
             state = self.book.board_state
             self.store.set_meta("end_state", state_name(state) if state is not None else "")
+
+    def _serve_controls(self) -> None:
+        """Run what other processes asked of this board (``sicell pause`` from a second
+        terminal, the service's API) on the session's own link."""
+        if self.controls is None:
+            return
+        for req in self.controls.pending():
+            assert self.board is not None
+            result = execute(self.board, req)
+            if result is not None and "status" in result:
+                st = status_from_dict(result["status"])
+                self._note_status(st)
+                self._update_display(st)
 
     def _update_display(self, st: Status | None, *, final: bool = False) -> None:
         self._last_display = time.monotonic()
