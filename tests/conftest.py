@@ -36,6 +36,15 @@ def leak_check() -> Iterator[None]:
     yield from leakcheck.check()
 
 
+@pytest.fixture(autouse=True)
+def own_runtime_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every test gets its own runtime directory (``SICELL_RUNTIME_DIR``: port owners,
+    emulators), so no test meets another's port owners; ``rt`` replaces it with its own."""
+    monkeypatch.setenv("SICELL_RUNTIME_DIR", str(tmp_path_factory.mktemp("rt")))
+
+
 # ---- emulator launchers ---------------------------------------------------------------------
 CHECKOUT = Path(__file__).resolve().parents[1]
 _TOOL_DIRS = {".pytest_cache", ".hypothesis", ".mypy_cache", ".ruff_cache", "__pycache__"}

@@ -4,6 +4,9 @@
 
     SicellError                       a failure the user can act on; str() is one line
     ├── UsageError                    bad input: an option, a file, a URL (exit 2)
+    │   ├── UnknownBoardError         no board of that id is known to the service
+    │   ├── UnknownRunError           no run of that name in the service's data directory
+    │   └── RunExistsError            a run of that name exists there already
     ├── TransportError                the serial port or the link to a board
     │   ├── PortNotFoundError         the port does not exist
     │   ├── PortBusyError             another program holds it
@@ -14,6 +17,7 @@
     │   ├── BoardTimeoutError         no reply to a request in time
     │   ├── ScheduleVerifyError       the schedule read back differs from the upload
     │   └── LinkLostError             the port failed while in use (exit 6)
+    ├── PortOwnedError                another sicell process owns the port (a run, a service)
     ├── BoardError                    the board refused a request (NACK)
     ├── ScheduleError                 a schedule cannot run (also a ValueError; exit 2)
     ├── StoreError                    a run database
@@ -104,6 +108,18 @@ class UsageError(SicellError):
     exit_code = EXIT_USAGE
 
 
+class UnknownBoardError(UsageError):
+    """No board of that id is known to the service (``sicell serve``)."""
+
+
+class UnknownRunError(UsageError):
+    """No run of that name in the service's data directory."""
+
+
+class RunExistsError(UsageError):
+    """A run of that name exists (or is starting) in the service's data directory."""
+
+
 # ---- transport and board ------------------------------------------------------------------
 class TransportError(SicellError):
     """Base of every transport failure: the port, or the byte link to a board."""
@@ -155,6 +171,11 @@ class LinkLostError(TransportError):
     """The port failed while in use (unplugged, EIO, closed by the other side)."""
 
     exit_code = EXIT_LINK_LOST
+
+
+class PortOwnedError(SicellError):
+    """Another live sicell process (``sicell run``, ``sicell serve``) owns the port: a port has
+    one opener; the message names the owner and what to do instead."""
 
 
 class BoardError(SicellError):

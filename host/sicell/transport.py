@@ -147,8 +147,13 @@ def open_port(
 ) -> serial.SerialBase:
     """Open ``port`` (a device or a pyserial URL) and translate failures to TransportError.
 
-    The read timeout is short: the reader polls and assembles frames itself.
+    The read timeout is short: the reader polls and assembles frames itself. A port another
+    live sicell process has claimed (``sicell.owner``) is refused with PortOwnedError: a port
+    has one opener.
     """
+    from sicell.owner.registry import refuse_owned
+
+    refuse_owned(port)
     kwargs: dict[str, Any] = {"baudrate": baudrate, "timeout": timeout, "write_timeout": 5.0}
     try:
         if is_url(port):

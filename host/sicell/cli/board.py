@@ -1,4 +1,7 @@
-"""``sicell boards / status / pause / continue / stop``: find boards, look at one, steer its run."""
+"""``sicell boards / status / pause / continue / stop``: find boards, look at one, steer its run.
+
+A board whose port another sicell process owns (``sicell run``, ``sicell serve``) is reached
+through that process (``sicell.owner``): same output, same exit codes."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import click
 from rich.table import Table
 
 from sicell.cli.common import connected, console, one_line, open_board, port_option, say
-from sicell.client import Board, BoardInfo, Status
+from sicell.client import BoardInfo, Status
 from sicell.errors import EXIT_ERROR, SicellError
 from sicell.progress import fmt_capacity, fmt_current, fmt_duration, fmt_volts
 from sicell.transport import list_ports
@@ -37,14 +40,12 @@ def boards(show_all: bool, probe: bool) -> None:
     con = console()
     ports = [p for p in list_ports() if show_all or p.is_rp2040]
     emus = _emulators()
-    t = Table(title="boards", show_edge=True, header_style="bold")
-    for col in ("port", "kind", "serial", "board id", "firmware", "state", "run"):
-        t.add_column(col)
+    rows: list[tuple[list[str], str]] = []  # (row, the port to look up its owner by)
     for p in ports:
         row = [p.device, p.kind, p.serial_number or "-", "-", "-", "-", "-"]
         if probe and p.is_rp2040:
             row[3:] = _probe_row(p.device)
-        t.add_row(*row)
+        rows.append((row, p.device))
     for e in emus:
         url = _url(e)
         row = [
@@ -58,7 +59,15 @@ def boards(show_all: bool, probe: bool) -> None:
         ]
         if probe:
             row[3:] = _probe_row(url)
-        t.add_row(*row)
+        rows.append((row, url))
+    owners = [_owner(port) for _, port in rows]
+    cols = ["port", "kind", "serial", "board id", "firmware", "state", "run"]
+    shown = any(o != "-" for o in owners)  # the owner column only when a port has one
+    t = Table(title="boards", show_edge=True, header_style="bold")
+    for col in [*cols, "owner"] if shown else cols:
+        t.add_column(col)
+    for (row, _), owner in zip(rows, owners, strict=True):
+        t.add_row(*row, *([owner] if shown else []))
     if not ports and not emus:
         say(
             con,
@@ -71,9 +80,17 @@ def boards(show_all: bool, probe: bool) -> None:
         say(con, f"emulator {e.get('board')}: connect with {_url(e)}")
 
 
+def _owner(port: str) -> str:
+    """The process that owns ``port`` (``sicell run (pid 12)``), or ``-``."""
+    from sicell.owner import owner_of
+
+    o = owner_of(port)
+    return f"{o.command} (pid {o.pid})" if o is not None else "-"
+
+
 def _probe_row(port: str) -> list[str]:
     try:
-        with Board.open(port, hello_timeout=2.0) as b:
+        with open_board(port, hello_timeout=2.0) as b:
             info = b.info
             assert info is not None
             return [

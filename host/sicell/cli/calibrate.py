@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import click
 from rich.table import Table
 
-from sicell.cli.common import connected, console, port_option, say
+from sicell.cli.common import console, opened_here, port_option, resolve_port, say
 from sicell.client import CHANNEL_NAMES, BoardInfo, CalEntry
-from sicell.errors import EXIT_ERROR, SicellError, UsageError
+from sicell.errors import EXIT_ERROR, PortOwnedError, SicellError, UsageError
 from sicell.progress import fmt_current
 from sicell.protocol import messages
 
@@ -29,6 +29,21 @@ def _cal_table(entries: Sequence[CalEntry], info: BoardInfo) -> Table:
             f"{e.gain_ppm / 1e6:.6f}",
         )
     return t
+
+
+def _refuse_owned(port: str) -> None:
+    """Calibration needs the port itself: one line saying where to do it instead."""
+    from sicell.owner import owner_of
+
+    o = owner_of(port)
+    if o is None:
+        return
+    where = (
+        "calibrate through the service's API (POST /api/v1/boards/<board id>/calibrate)"
+        if o.kind == "serve"
+        else "calibrate after the run ends (`sicell stop` ends it)"
+    )
+    raise PortOwnedError(f"{port} is in use by `{o.command}` ({o.since()}); {where}")
 
 
 @click.command()
@@ -74,7 +89,9 @@ def calibrate(
     from sicell.session import two_point_calibration
 
     con = console()
-    with connected(port) as (b, info):
+    port = resolve_port(port)
+    _refuse_owned(port)
+    with opened_here(port) as (b, info):
         if (offset is not None or gain is not None) and (rng is None or channel is None):
             raise UsageError("--offset/--gain need --range and --channel")
         if rng is not None and not 0 <= rng < info.n_ranges:

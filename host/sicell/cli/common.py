@@ -1,11 +1,11 @@
-"""What the command modules share: the console, the one ``--port`` option, opening a board,
-and one-line error texts."""
+"""What the command modules share: the console, the one ``--port`` option, opening a board
+(or reaching it through the process that owns its port), and one-line error texts."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
@@ -13,6 +13,9 @@ from rich.console import Console
 from sicell.client import Board, BoardInfo
 from sicell.errors import EXIT_BUG, EXIT_ERROR, SicellError
 from sicell.transport import detect_port
+
+if TYPE_CHECKING:
+    from sicell.owner import RemoteBoard
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,13 +62,29 @@ def resolve_port(port: str | None) -> str:
     return port if port else detect_port()
 
 
-def open_board(port: str | None, **kw: Any) -> Board:
-    return Board.open(resolve_port(port), **kw)
+def open_board(port: str | None, **kw: Any) -> Board | RemoteBoard:
+    """The board on ``port`` (auto-detected when None): through the control socket of the
+    process that owns the port (``sicell run``, ``sicell serve``) when there is one, else
+    opened and handshaken here (``kw`` go to ``Board.open``)."""
+    from sicell.owner import RemoteBoard
+
+    p = resolve_port(port)
+    remote = RemoteBoard.connect(p)
+    return remote if remote is not None else Board.open(p, **kw)
 
 
 @contextlib.contextmanager
-def connected(port: str | None) -> Iterator[tuple[Board, BoardInfo]]:
-    """A handshaken board on ``port`` (auto-detected when None) and what it said it is."""
-    with open_board(port) as b:
+def opened_here(port: str) -> Iterator[tuple[Board, BoardInfo]]:
+    """A board opened and handshaken by this process (PortOwnedError when another owns it)."""
+    with Board.open(port) as b:
         assert b.info is not None  # set by the handshake open() does
         yield b, b.info
+
+
+@contextlib.contextmanager
+def connected(port: str | None) -> Iterator[tuple[Board | RemoteBoard, BoardInfo]]:
+    """A board on ``port`` (as :func:`open_board`) and what it said it is."""
+    with open_board(port) as b:
+        info = b.info
+        assert info is not None  # set by the handshake open() does
+        yield b, info

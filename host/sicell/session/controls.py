@@ -37,6 +37,9 @@ def info_dict(info: BoardInfo) -> Result:
     d = {f.name: getattr(info, f.name) for f in dataclasses.fields(info) if f.name != "fields"}
     d["fw_version"] = list(info.fw_version)
     d["ranges_na"] = list(info.ranges_na)
+    # the INFO frame's own fields (what BoardInfo.as_dict shows), bytes as hex
+    d["wire"] = {k: v.hex() if isinstance(v, bytes) else v for k, v in info.fields.items()}
+    d["wire_hex"] = [k for k, v in info.fields.items() if isinstance(v, bytes)]
     return d
 
 
@@ -45,6 +48,9 @@ def info_from_dict(d: dict[str, Any]) -> BoardInfo:
     kw = {k: v for k, v in d.items() if k in names}
     kw["fw_version"] = tuple(kw["fw_version"])
     kw["ranges_na"] = tuple(kw["ranges_na"])
+    hexed = set(d.get("wire_hex") or ())
+    wire = d.get("wire") or {}
+    kw["fields"] = {k: bytes.fromhex(v) if k in hexed else v for k, v in wire.items()}
     return BoardInfo(**kw)
 
 
@@ -62,8 +68,13 @@ def _status(board: Board, args: dict[str, Any]) -> Result:
 
 
 def _info(board: Board, args: dict[str, Any]) -> Result:
+    """What HELLO said when the owner connected, with the state and run id of now (a new
+    HELLO would make the board resend every unacked record to the owner)."""
     assert board.info is not None  # (a board is handshaken before anyone may ask)
-    return {"info": info_dict(board.info), "port": board.port}
+    st = board.status()
+    fields = {**board.info.fields, "state": st.state, "run_id": st.run_id}
+    info = dataclasses.replace(board.info, state=st.state, run_id=st.run_id, fields=fields)
+    return {"info": info_dict(info), "port": board.port, "status": status_dict(st)}
 
 
 def _steer(action: Callable[[Board], None]) -> Callable[[Board, dict[str, Any]], Result]:
@@ -92,6 +103,8 @@ def execute(board: Board, req: ControlRequest) -> Result | None:
     """
     from sicell.errors import LinkLostError, SicellError
 
+    if not req.future.set_running_or_notify_cancel():
+        return None  # the asker gave up waiting before this was taken
     op = OPS.get(req.op)
     if op is None:
         req.future.set_exception(
@@ -139,4 +152,5 @@ class Controls:
     def refuse_all(self, error: Exception) -> None:
         """Answer every waiting request with ``error`` (the owner is going away)."""
         for req in self.pending():
-            req.future.set_exception(error)
+            if req.future.set_running_or_notify_cancel():
+                req.future.set_exception(error)

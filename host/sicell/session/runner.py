@@ -9,7 +9,9 @@ creates the run database (schedule metadata, board info, calibration), STARTs, a
   (:mod:`sicell.session.seqbook`); this module does the I/O it asks for;
 * a serial failure (unplug, EIO) closes the port, reconnects with back-off, says HELLO, checks
   the run id and REPLAYs from the first seq not stored;
-* ``RunSession.resume(db, port)`` reattaches a new host process to a running board the same way.
+* ``RunSession.resume(db, port)`` reattaches a new host process to a running board the same way;
+* the session owns its port from start to end (:mod:`sicell.session.owning`): no other process
+  opens it, and what they ask (``sicell pause`` in a second terminal) runs between polls.
 
 The session ends when the run's EV_RUN_END (or a terminal board state) has arrived and every
 record up to it is stored. When the disk is full it stops ACKing (the board keeps the records),
@@ -27,9 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from sicell import store as store_mod
-from sicell.client import Board, BoardInfo, Nack, Record, Status, new_run_id, state_name
+from sicell.client import Board, BoardInfo, Nack, Record, Status, state_name
 from sicell.errors import (
-    BoardBusyError,
     BoardTimeoutError,
     Detached,
     LinkLostError,
@@ -41,11 +42,12 @@ from sicell.errors import (
 )
 from sicell.progress import Display, NullDisplay
 from sicell.protocol import messages as M
-from sicell.session import runmeta
-from sicell.session.controls import Controls, execute, status_from_dict
-from sicell.session.opencircuit import check_open_circuit
+from sicell.session import prestart, runmeta
+from sicell.session.controls import Controls
+from sicell.session.detach import detached
 from sicell.session.options import SessionOptions
 from sicell.session.outcome import run_outcome, safety_limits
+from sicell.session.owning import PortOwner
 from sicell.session.reopen import reopen
 from sicell.session.seqbook import U32, Probe, Replay, SeqBook
 from sicell.session.summary import LiveView, RunSummary, end_reason, summarize
@@ -87,7 +89,8 @@ class RunSession:
         self.extra_meta = extra_meta or {}
         self._store_factory = store_factory
         # requests from other threads/processes, run on this session's board between polls
-        self.controls = controls
+        self.owner = PortOwner(port, controls)
+        self.controls = self.owner.controls
         # told every batch of records once it is durable (a service broadcasts them)
         self.on_commit = on_commit
         self.board: Board | None = None
@@ -150,6 +153,7 @@ class RunSession:
 
     # -- top level ---------------------------------------------------------------------------
     def run(self) -> RunSummary:
+        self.owner.take()
         try:
             if self.resuming:
                 self._attach()
@@ -160,29 +164,17 @@ class RunSession:
             raise self._interrupted() from None
         finally:
             self._close()
+            self.owner.release()
         return self.summary()
 
     def _interrupted(self) -> Detached:
-        """What a Ctrl-C (or ``request_stop``) leaves, in words: before START nothing runs
-        and the new database goes again; after it the board keeps running."""
-        resume = f"`sicell run --resume {self.db_path} --port {self.port}`"
+        """What a Ctrl-C (or ``request_stop``) leaves: before START nothing runs and the new
+        database goes again; after it the board keeps running."""
         if self._started is False:
             self._discard_new_db()
-            return Detached(
-                f"interrupted before the run started: nothing runs on {self.port} and no run "
-                f"database was left behind ({self.db_path} does not exist)"
-            )
-        self._detach_quietly()
-        if self._started is None:
-            return Detached(
-                f"interrupted while starting run {self.run_id:08x} on {self.port}; whether the "
-                f"board started it is not known (`sicell status --port {self.port}` tells): "
-                f"if it runs, reattach with {resume}, otherwise delete {self.db_path}"
-            )
-        return Detached(
-            f"detached from run {self.run_id:08x} on {self.port}; the board keeps running "
-            f"and holds unstored records; reattach with {resume}"
-        )
+        else:
+            self._detach_quietly()
+        return detached(self._started, self.run_id, self.port, self.db_path)
 
     def _discard_new_db(self) -> None:
         """Close and delete the database of a run that never started (only one this session
@@ -249,32 +241,13 @@ class RunSession:
         info = board.info
         assert info is not None
         self.info = info
+        self.owner.noted(info)
         self._say_cell_history(board)
-        if info.has_run:
-            raise BoardBusyError(
-                f"{self.port} is {info.state_name} with run {info.run_id:08x}; stop it with "
-                f"`sicell stop --port {self.port}` or reattach with `sicell run --resume RUN.db "
-                f"--port {self.port}`"
-            )
-        from sicell.schedule import BoardLimits  # imported when needed: a large package
-
-        blob = sch.compile(BoardLimits.from_info(info.as_dict()))
-        limits = safety_limits(sch, info)
-        if limits is not None:  # (it is: the schedule compiled against this board)
-            check_open_circuit(board.status(), limits, self.port)
-        board.upload_schedule(blob)
-        calibration = [c.as_dict() for c in board.calibration()]
-        self.run_id = self.book.run_id = new_run_id()
-        meta = runmeta.new_run_meta(
-            sch,
-            info,
-            blob,
-            calibration,
-            run_id=self.run_id,
-            port=self.port,
-            board_name=self.name,
-            extra=self.extra_meta,
+        ready = prestart.prepare(
+            board, sch, info, port=self.port, name=self.name, extra=self.extra_meta
         )
+        self.run_id = self.book.run_id = ready.run_id
+        meta = ready.meta
         self._load_schedule_facts(sch, meta)
         if self._stop_requested.is_set():  # asked to stop while uploading: do not start
             raise KeyboardInterrupt
@@ -344,6 +317,7 @@ class RunSession:
         assert info is not None
         self.info = info
         self._check_run(info)
+        self.owner.noted(info)
         self.book.board_is(info.state)
         self._replay(self.book.resume_replay(), time.monotonic())
         self.display.note(
@@ -560,17 +534,12 @@ class RunSession:
             self.store.set_meta("end_state", state_name(state) if state is not None else "")
 
     def _serve_controls(self) -> None:
-        """Run what other processes asked of this board (``sicell pause`` from a second
-        terminal, the service's API) on the session's own link."""
-        if self.controls is None:
-            return
-        for req in self.controls.pending():
-            assert self.board is not None
-            result = execute(self.board, req)
-            if result is not None and "status" in result:
-                st = status_from_dict(result["status"])
-                self._note_status(st)
-                self._update_display(st)
+        assert self.board is not None
+        self.owner.serve(self.board, self._controlled)
+
+    def _controlled(self, st: Status) -> None:
+        self._note_status(st)
+        self._update_display(st)
 
     def _update_display(self, st: Status | None, *, final: bool = False) -> None:
         self._last_display = time.monotonic()
