@@ -94,6 +94,7 @@ def run(
     if resume_db is not None:
         check_run_db_file(resume_db, for_writing=True)  # before looking for a board
     port_list = list(ports) or [detect_port()]
+    _refuse_twice(port_list)
     if len(port_list) > 1 and (db is not None or resume_db is not None):
         raise UsageError(
             "--db and --resume name one run; with several --port each board gets its own "
@@ -102,6 +103,19 @@ def run(
     display: Display = (
         NullDisplay() if quiet else make_display(plain=True if plain else None, console=con)
     )
+
+    served = _served(port_list, db, resume_db)
+    if served is not None:  # a service owns the port: this command is its client
+        assert schedule is not None
+        sch = _load_schedule(schedule)  # the same errors and warnings as a local run
+        for w in sch.warnings():
+            say(con, f"warning: {w}")
+        from sicell.service.runclient import run_through_service
+
+        code = run_through_service(served, schedule, display=display, con=con)
+        if code is not None:
+            _exit(code)
+            return
 
     if resume_db is not None:
         name = names[0] if names else None
@@ -140,6 +154,43 @@ def run(
         each = ", ".join(f"{name} {c}" for name, c in codes)
         say(con, f"exit code {worst}: the most severe of the boards' ({each})")
     _exit(worst)
+
+
+def _refuse_twice(ports: list[str]) -> None:
+    """One board, one run: two --port naming the same board (two spellings of one emu://
+    board, a symlink and its device) would give it two sessions in this process."""
+    from sicell.owner import port_key
+
+    seen: dict[str, str] = {}
+    for p in ports:
+        first = seen.setdefault(port_key(p), p)
+        if first is not p:
+            raise UsageError(f"--port {p} names the same board as --port {first}; give it once")
+
+
+def _served(ports: list[str], db: Path | None, resume_db: Path | None) -> str | None:
+    """The port when a ``sicell serve`` owns it (the run goes through the service)."""
+    from sicell.service.runclient import service_owner
+
+    owned = [(p, o) for p in ports if (o := service_owner(p)) is not None]
+    if not owned:
+        return None
+    port, owner = owned[0]
+    if resume_db is not None:
+        raise UsageError(
+            f"{port} is served by {owner.describe()}, which logs its runs itself (it "
+            "reattached them when it started); see them in its data directory or dashboard"
+        )
+    if len(ports) > 1:
+        raise UsageError(
+            f"{port} is served by {owner.describe()}: start runs there one --port at a time"
+        )
+    if db is not None:
+        raise UsageError(
+            f"{port} is served by {owner.describe()}, which keeps run databases in its data "
+            "directory (runs/<name>.db); drop --db"
+        )
+    return port
 
 
 def _load_schedule(path: Path) -> Schedule:
