@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "calibrate": ("calibrate", "calibrate"),
     "flash": ("flash", "flash"),
     "emulate": ("emulate", "emulate"),
+    "serve": ("serve", "serve"),
     "export": ("data", "export"),
     "report": ("data", "report"),
 }
