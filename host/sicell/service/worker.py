@@ -295,7 +295,9 @@ class BoardWorker:
         returns how long to wait before the board is opened again."""
         resume = sch is None
         kw: dict[str, Any] = {
-            "name": self.board_id,
+            # the name a lab gave the board (an emulated board's URL id), else its id: it
+            # labels the summary, the report's legends and the export
+            "name": self.alias or self.board_id,
             "display": self.display,
             "options": self.host.options,
             "controls": self.controls,
