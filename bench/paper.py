@@ -218,7 +218,9 @@ def _sigterm(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt  # the same clean-up as Ctrl-C: stop the sessions, reap the boards
 
 
-EST_SIM_PER_WALL = 8000.0  # simulated s per wall s of one board (bench/bench_emulator.py)
+# simulated s per wall s of one board, two boards on two cores: the whole study on 2026-12-02
+# ran its cycling at 4,857-5,372 (73 min for what this estimated at 54 with 8,000)
+EST_SIM_PER_WALL = 5000.0
 
 
 def wall_estimate(jobs: Sequence[Job], n_boards: int) -> str:
