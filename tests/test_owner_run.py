@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from sicell.protocol import messages as M
 from sicell.rundata import load_run
 
 from tests.emuhelp import wait_for
+from tests.mputil import needs_mp
 from tests.steerhelp import (
     CURRENT_A,
     LINK_CLEAN,
@@ -37,13 +37,6 @@ from tests.steerhelp import (
     cli_in_process,
     long_cc_toml,
     steer_rounds,
-)
-
-ROOT = Path(__file__).resolve().parents[1]
-
-needs_emulator = pytest.mark.skipif(
-    shutil.which("micropython") is None or not (ROOT / "firmware" / "main.py").exists(),
-    reason="the micropython unix port (or the firmware) is not there",
 )
 
 LONG_TOML = long_cc_toml("owner-long", "In-Li")
@@ -67,7 +60,7 @@ def _running(url: str) -> bool:
         return remote.status().state == M.ST_RUNNING
 
 
-@needs_emulator
+@needs_mp
 def test_a_second_terminal_steers_a_logging_run_through_its_owner(tmp_path: Path, url: str) -> None:
     sched = tmp_path / "long.toml"
     sched.write_text(LONG_TOML)
